@@ -1,0 +1,45 @@
+# b2fb-bench.  Every target creates .venv and installs the pinned stack on first use (pip only).
+#   make bench SUITE=didactic SIZE=cpu   run a suite's grid (skips complete runs), then tables
+#   make tables SUITE=didactic           regenerate tables and figures from results/ alone
+#   make test                            the test suite (fast, CPU)
+#   make perf SUITE=didactic             throughput numbers -> results/perf/
+#   make lint                            ruff
+SUITE ?= didactic
+SIZE ?= cpu
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+export MUJOCO_GL ?= egl
+export RAY_AUTH_MODE ?= disabled
+export PYTHONUNBUFFERED := 1
+
+.PHONY: bench tables test perf lint install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
+	  | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import torch, ray, pandas, benchmarks" 
+	touch $@
+
+bench: $(STAMP)
+	$(BIN)/b2fb run --suite $(SUITE) --size $(SIZE)
+
+tables: $(STAMP)
+	$(BIN)/b2fb tables --suite $(SUITE)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+perf: $(STAMP)
+	$(BIN)/b2fb perf --suite $(SUITE)
+
+lint: $(STAMP)
+	$(BIN)/ruff check benchmarks suites algorithms tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""FB family: shared losses and networks, and one file per algorithm (fb.py, onestep_fb.py)."""

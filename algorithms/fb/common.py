@@ -1,0 +1,97 @@
+"""Plumbing shared by the FB-family algorithm files: target networks, head aggregation, greedy
+discrete actions, and the train -> evaluate -> checkpoint loop.  The losses live in `losses.py`; what
+each algorithm computes is in its own file."""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from suites.errors import UserError
+from suites.zeroshot import TransitionBatch
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    return DTYPES[name]
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A target network: a copy that receives no gradients."""
+    target = copy.deepcopy(module)
+    for p in target.parameters():
+        p.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target <- (1 - tau) target + tau online."""
+    for t, o in zip(target.parameters(), online.parameters()):
+        t.lerp_(o, tau)
+
+
+def aggregate_heads(values: torch.Tensor, how: str, dim: int = 0) -> torch.Tensor:
+    """Combine ensemble heads: 'mean' or 'min' (the pessimistic choice of controllable_agent)."""
+    if how == "mean":
+        return values.mean(dim)
+    if how == "min":
+        return values.min(dim).values
+    raise ValueError(f"aggregation must be 'mean' or 'min', not {how!r}")
+
+
+def batch_to(batch: TransitionBatch, dtype: torch.dtype) -> TransitionBatch:
+    def cast(t):
+        return None if t is None else t.to(dtype)
+    return TransitionBatch(cast(batch.obs), cast(batch.action), cast(batch.next_obs), cast(batch.next_action),
+                           None if batch.weight is None else batch.weight.to(torch.float64))
+
+
+def all_actions_for(obs: torch.Tensor, n_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Repeat each row for every discrete action: obs [N*A, o] and one-hot actions [N*A, A]."""
+    eye = torch.eye(n_actions, dtype=obs.dtype)
+    return obs.repeat_interleave(n_actions, 0), eye.repeat(obs.shape[0], 1)
+
+
+def require_discrete(task: Any, algorithm: str) -> None:
+    if not getattr(task, "discrete_actions", False):
+        raise UserError(f"{algorithm} currently supports discrete-action tasks only (the didactic suite); "
+                        f"the continuous-action actor arrives with the dmc suite")
+
+
+def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
+    """Offline training with periodic zero-shot evaluation, resumable from the run's checkpoint.
+
+    The final checkpoint is the one evaluated and reported (not the best one; fb.md §2.1, [CA] #5).
+    """
+    generator = torch.Generator().manual_seed(run.seed)
+    start = 0
+    state = run.load_checkpoint()
+    if state is not None:
+        agent.load_state_dict(state["agent"])
+        generator.set_state(state["generator"])
+        start = int(state["step"])
+    else:
+        run.log(0, task.evaluate(agent).metrics, split="eval")
+    result = None
+    for step in run.progress(range(start + 1, cfg.num_steps + 1), total=cfg.num_steps, initial=start):
+        logs = agent.update(task.sample(cfg.batch_size, generator), generator)
+        if step % cfg.log_every == 0:
+            run.log(step, {k: float(v) for k, v in logs.items()}, split="train")
+        if step % cfg.eval_every == 0 or step == cfg.num_steps:
+            result = task.evaluate(agent)
+            run.log(step, result.metrics, split="eval")
+        if step % cfg.checkpoint_every == 0 and step < cfg.num_steps:
+            run.save_checkpoint({"agent": agent.state_dict(), "generator": generator.get_state(), "step": step},
+                                step)
+    if result is None:  # resumed after the last step: evaluate the final model once more
+        result = task.evaluate(agent)
+    run.add_samples(result.samples, step=cfg.num_steps)
+
+
+def config_summary(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

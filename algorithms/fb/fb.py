@@ -1,0 +1,184 @@
+"""FB: forward-backward representations (Touati & Ollivier 2021; Touati, Rapin, Ollivier 2023), with
+the semantics of controllable_agent's `fb_ddpg.py` (fb.md §2.1).  Touati convention (losses.py):
+M^pi counts from the next state, B takes the next state s', positives have no (1 - gamma), ensemble
+losses are summed.
+
+F(s, a, z) is trained for every latent z at once to be the successor measure of pi_z, the policy
+that is greedy for F(., z)^T z.  For discrete actions (the didactic suite) pi_z is that exact argmax
+over actions, taken on the online F with the pessimistic min over heads: the discrete analogue of
+controllable_agent's actor, which maximises min(F1^T z, F2^T z).
+
+Read top to bottom: Config -> FB (networks, latents, update = the FB loss, inference, policy) -> run().
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+from torch import nn
+
+from algorithms.fb import losses
+from algorithms.fb.common import (aggregate_heads, all_actions_for, batch_to, frozen_copy, polyak_update,
+                                  require_discrete, resolve_dtype, train_and_evaluate)
+from algorithms.fb.networks import build_map, map_inputs
+from suites.zeroshot import TransitionBatch
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Defaults are controllable_agent's `fb_ddpg` config (fb.md §2.1); suites' YAML grids override them."""
+
+    num_steps: int = 1_000_000
+    """Gradient steps (`num_grad_steps`)."""
+    batch_size: int = 1024
+    """Transitions per step.  Ignored when the task hands out its whole weighted support (didactic 'exact')."""
+    latents_per_step: int = 32
+    """With a weighted support, each of this many latents sees the whole support (exact over data, Monte
+    Carlo over z).  With i.i.d. minibatches each row gets its own latent, as in the reference."""
+    lr: float = 1e-4
+    """Adam learning rate for F and B together."""
+    latent_dim: int = 50
+    """d (`z_dim`)."""
+    discount: float | None = None
+    """gamma; None uses the task's (0.98 in Touati et al.'s DMC runs; the CMP's gamma in the didactic suite)."""
+    tau: float = 0.01
+    """Polyak rate of the target F and B (`fb_target_tau`)."""
+    ortho_coef: float = 1.0
+    """Weight of the orthonormality loss on B."""
+    mix_ratio: float = 0.5
+    """Share of training latents taken from projected B of batch goals."""
+    normalize_backward: bool = True
+    """Project B onto the sqrt(d)-sphere (`norm_z`)."""
+    forward_heads: int = 2
+    """F1, F2."""
+    target_agg: str = "min"
+    """How target heads combine in the TD target: 'min' (reference) or 'mean'."""
+    q_agg: str = "min"
+    """How heads combine in Q for the policy and for predictions."""
+    arch: str = "mlp"
+    """'mlp', or 'tabular' for one-hot inputs (didactic): tabular in (s, a), linear in z."""
+    forward_hidden: tuple[int, ...] = (1024, 1024)
+    """Hidden widths of F (mlp only)."""
+    backward_hidden: tuple[int, ...] = (256, 256)
+    """Hidden widths of B (mlp only)."""
+    dtype: str = "float32"
+    """'float32' or 'float64'."""
+    log_every: int = 1000
+    """Log training losses every this many steps."""
+    eval_every: int = 100_000
+    """Evaluate zero-shot every this many steps (and at the start and the end)."""
+    checkpoint_every: int = 50_000
+    """Save a resumable checkpoint every this many steps."""
+
+
+class FB(nn.Module):
+    goal_space = "state"
+    represents = "optimal"
+
+    def __init__(self, cfg: Config, obs_dim: int, action_dim: int, n_actions: int, gamma: float):
+        super().__init__()
+        self.cfg, self.n_actions, self.gamma = cfg, n_actions, gamma
+        self.dtype = resolve_dtype(cfg.dtype)
+        d = cfg.latent_dim
+        self.forward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, z_dim=d,
+                                     heads=cfg.forward_heads, hidden=cfg.forward_hidden)     # F_e(s, a, z)
+        self.backward_net = build_map(cfg.arch, obs_dim, 0, d, uses_action=False,
+                                      hidden=cfg.backward_hidden)                           # B(s')
+        self.to(self.dtype)
+        self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
+        self.optimizer = torch.optim.Adam([*self.forward_net.parameters(), *self.backward_net.parameters()],
+                                          lr=cfg.lr)
+
+    # ---- maps ---------------------------------------------------------------------------------
+    def F(self, obs, action, z, net=None):
+        return (net or self.forward_net)(map_inputs(self.cfg.arch, obs, action), z)         # [E, N, d]
+
+    def B(self, next_obs, net=None):
+        out = (net or self.backward_net)(map_inputs(self.cfg.arch, next_obs, None))[0]      # [N, d]
+        return losses.project_to_sphere(out) if self.cfg.normalize_backward else out
+
+    def greedy_action(self, obs, z):
+        """pi_z(s) = argmax_a min_e F_e(s, a, z)^T z, one-hot [N, A]; z is [N, d]."""
+        all_obs, all_act = all_actions_for(obs, self.n_actions)
+        z_rep = z.repeat_interleave(self.n_actions, 0)
+        q = aggregate_heads(torch.einsum("end,nd->en", self.F(all_obs, all_act, z_rep), z_rep), self.cfg.q_agg)
+        best = q.reshape(-1, self.n_actions).argmax(1)
+        return torch.nn.functional.one_hot(best, self.n_actions).to(obs.dtype)
+
+    # ---- one gradient step: the FB loss --------------------------------------------------------
+    def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        b = batch_to(batch, self.dtype)
+        cfg, n, d = self.cfg, len(b), self.cfg.latent_dim
+        with torch.no_grad():
+            goal_B = self.B(b.next_obs)
+        # Latents: one per row (i.i.d. minibatch, as the reference), or K latents that each see the
+        # whole weighted support.  Shape [K, N, d].
+        k = 1 if b.weight is None else cfg.latents_per_step
+        z = losses.sample_latents(n if b.weight is None else k, d, generator, cfg.mix_ratio, goal_B, b.weight,
+                                  self.dtype)
+        z = z[None] if b.weight is None else z[:, None, :].expand(k, n, d)
+        obs, act, nxt = (t.repeat(k, 1) for t in (b.obs, b.action, b.next_obs))
+        zf = z.reshape(k * n, d)
+        with torch.no_grad():  # target: min_e F_bar_e(s', pi_z(s'), z)^T B_bar(g_j)
+            next_act = self.greedy_action(nxt, zf)
+            target_F = self.F(nxt, next_act, zf, self.target_forward).reshape(-1, k, n, d)
+            target_M = aggregate_heads(torch.einsum("eknd,md->eknm", target_F,
+                                                    self.B(b.next_obs, self.target_backward)), cfg.target_agg)
+        F = self.F(obs, act, zf).reshape(-1, k, n, d)
+        B = self.B(b.next_obs)                                       # goals: the rows' next states
+        M = torch.einsum("eknd,md->kenm", F, B)                      # [K, E, N, N]
+        fb_loss, parts = losses.successor_loss(M, target_M, self.gamma, "touati", b.weight)
+        ortho = losses.orthonormality_loss(B, "touati", b.weight)
+        loss = fb_loss + cfg.ortho_coef * ortho
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        polyak_update(self.target_forward, self.forward_net, cfg.tau)
+        polyak_update(self.target_backward, self.backward_net, cfg.tau)
+        return {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
+                "orthonormality": ortho.detach()}
+
+    # ---- zero-shot inference and the policy ----------------------------------------------------
+    @torch.no_grad()
+    def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
+        """z_r = E[r(s') B(s')] (not projected: its norm carries the scale of Q)."""
+        b = batch_to(batch, self.dtype)
+        return losses.infer_task_vector(self.B(b.next_obs), reward.to(self.dtype), b.weight, 0.0)
+
+    def _policy_latent(self, z, n):
+        return losses.project_to_sphere(z.to(self.dtype))[None].expand(n, -1)
+
+    @torch.no_grad()
+    def predict_q(self, obs, action, z) -> torch.Tensor:
+        """Q_r(s, a) = F(s, a, z_hat)^T z_r with z_hat the projected latent the policy is conditioned on."""
+        obs, action = obs.to(self.dtype), action.to(self.dtype)
+        q = torch.einsum("end,d->en", self.F(obs, action, self._policy_latent(z, obs.shape[0])), z.to(self.dtype))
+        return aggregate_heads(q, self.cfg.q_agg)
+
+    @torch.no_grad()
+    def predict_successor_ratio(self, obs, action, goal_obs, goal_action, z) -> torch.Tensor:
+        obs, action = obs.to(self.dtype), action.to(self.dtype)
+        F = aggregate_heads(self.F(obs, action, self._policy_latent(z, obs.shape[0])), "mean")
+        return F @ self.B(goal_obs.to(self.dtype)).T
+
+    @torch.no_grad()
+    def act(self, obs, z) -> torch.Tensor:
+        obs = obs.to(self.dtype)
+        return self.greedy_action(obs, self._policy_latent(z, obs.shape[0])).argmax(1)
+
+    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
+        return {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True):
+        super().load_state_dict(state["nets"], strict=strict)
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def run(task: Any, cfg: Config, run: Any) -> None:
+    """Adapter entry point: train on the task's reward-free data, evaluate zero-shot, write results."""
+    require_discrete(task, "fb")
+    torch.manual_seed(run.seed)
+    gamma = task.gamma if cfg.discount is None else cfg.discount
+    agent = FB(cfg, task.obs_dim, task.action_dim, task.n_actions, gamma)
+    train_and_evaluate(agent, task, cfg, run)

@@ -1,0 +1,55 @@
+"""Algorithm registry: name -> adapter.  Import-light (the algorithm module loads on first use).
+
+An adapter is a module with
+  Config:   a frozen dataclass of hyperparameters, each field documented (defaults follow the
+            reference code; the suites' YAML grids override them);
+  run(task, cfg, run):  trains on `task` and writes through `run` (the results writer of one trial);
+            it never knows about Ray, and the orchestrator never knows about losses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from types import ModuleType
+
+from suites.registry import UnknownName, did_you_mean
+
+__all__ = ["AlgorithmSpec", "get", "all_algorithms", "for_suite"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgorithmSpec:
+    name: str
+    module: str
+    suites: frozenset[str]
+    description: str
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+_ALGORITHMS = {
+    spec.name: spec
+    for spec in (
+        AlgorithmSpec("fb", "algorithms.fb.fb", frozenset({"didactic"}),
+                      "FB, Touati et al. (controllable_agent semantics)"),
+        AlgorithmSpec("onestep_fb", "algorithms.fb.onestep_fb", frozenset({"didactic"}),
+                      "one-step FB, Zheng et al. (onestep-fb semantics)"),
+    )
+}
+
+
+def get(name: str) -> AlgorithmSpec:
+    try:
+        return _ALGORITHMS[name]
+    except KeyError:
+        raise UnknownName(f"unknown algorithm {name!r}.{did_you_mean(name, _ALGORITHMS)} "
+                          f"Known algorithms: {', '.join(sorted(_ALGORITHMS))}.") from None
+
+
+def all_algorithms() -> tuple[AlgorithmSpec, ...]:
+    return tuple(_ALGORITHMS[k] for k in sorted(_ALGORITHMS))
+
+
+def for_suite(suite: str) -> tuple[AlgorithmSpec, ...]:
+    return tuple(a for a in all_algorithms() if suite in a.suites)

@@ -1,0 +1,1 @@
+"""RUNNING and REPORTING: CLI, grids, Ray Tune orchestration, results store, statistics, tables."""

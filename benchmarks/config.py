@@ -1,0 +1,328 @@
+"""Experiment grids: strict YAML loading into trial specs.
+
+A grid file `benchmarks/configs/<suite>.yaml` has the keys
+
+    suite:  the suite name
+    common: settings shared by every size (merged under each size; the size wins)
+    sizes:  {tiny: {...}, cpu: {...}, paper: {...}}
+
+and each size holds
+
+    seeds:       an int N (seeds 0..N-1) or a list of seeds
+    tasks:       task ids, or {id: <task id>, kwargs: {...}} to change a task's entry-point kwargs
+                 (paths inside kwargs are relative to the grid file)
+    algorithms:  {<algorithm>: {<Config field>: value, ...}}; an algorithm not listed does not run
+    resources:   per-trial {cpu: N, gpu: G}; the same file schedules GPU trials on a cluster
+    max_concurrent: trials at once (null: as many as the resources allow)
+
+Loading is strict: an unknown or mistyped key anywhere, or a value of the wrong type, is a
+`UserError` naming the key, where it is and the file.  Command-line overrides (`--set algo.key=value`)
+go through the same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from algorithms import registry as algo_registry
+from suites import registry as task_registry
+from suites.errors import UserError
+from suites.registry import did_you_mean
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+SIZES = ("tiny", "cpu", "paper")
+TOP_KEYS = ("suite", "description", "common", "sizes")
+SIZE_KEYS = ("seeds", "tasks", "algorithms", "resources", "max_concurrent")
+RESOURCE_KEYS = ("cpu", "gpu")
+PATH_KWARGS = ("path", "data_dir", "dataset_dir", "model_dir")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialSpec:
+    """One (algorithm, task, seed) cell of a grid, fully resolved."""
+
+    suite: str
+    size: str
+    algorithm: str
+    task_id: str
+    task_kwargs: dict[str, Any]
+    seed: int
+    algo_config: dict[str, Any]
+    resources: dict[str, float]
+    config_hash: str
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.algorithm}--{self.task_id.split('/', 1)[1]}--{self.config_hash[:8]}--seed{self.seed}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialSpec":
+        return cls(**d)
+
+
+@dataclasses.dataclass
+class Experiment:
+    suite: str
+    size: str
+    source: Path
+    seeds: list[int]
+    tasks: list[tuple[str, dict[str, Any]]]
+    algorithms: dict[str, Any]           # name -> Config instance
+    resources: dict[str, float]
+    max_concurrent: int | None
+
+    def trials(self) -> list[TrialSpec]:
+        out = []
+        for name, cfg in self.algorithms.items():
+            cfg_dict = _jsonable(dataclasses.asdict(cfg))
+            for task_id, kwargs in self.tasks:
+                h = config_hash(self.suite, name, cfg_dict, task_id, kwargs)
+                for seed in self.seeds:
+                    out.append(TrialSpec(self.suite, self.size, name, task_id, dict(kwargs), seed, cfg_dict,
+                                         dict(self.resources), h))
+        return out
+
+
+def config_hash(suite: str, algorithm: str, algo_config: dict, task_id: str, task_kwargs: dict) -> str:
+    """sha256 of the semantic config (everything but the seed); files in task kwargs count by content."""
+    kwargs = {k: (_file_digest(v) if k in PATH_KWARGS and v else v) for k, v in task_kwargs.items()}
+    payload = json.dumps({"suite": suite, "algorithm": algorithm, "config": algo_config, "task": task_id,
+                          "task_kwargs": kwargs}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _file_digest(path: str) -> str:
+    p = Path(path)
+    if p.is_file():
+        return "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
+    return f"missing:{p.name}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def grid_path(suite: str) -> Path:
+    return CONFIG_DIR / f"{suite}.yaml"
+
+
+def load_experiment(suite: str, size: str, config_file: str | Path | None = None,
+                    overrides: list[str] = (), seeds: int | None = None, algos: list[str] | None = None,
+                    tasks: list[str] | None = None) -> Experiment:
+    """Read a grid file, pick a size, apply overrides and filters; every problem is a `UserError`."""
+    task_registry.load_suite(suite)
+    path = Path(config_file) if config_file else grid_path(suite)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist; pass --config PATH or add {grid_path(suite)}")
+    path = path.resolve()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise UserError(f"{path} is not valid YAML{at}; fix the syntax there") from None
+    where = str(path)
+    _require_mapping(raw, "the file", where)
+    _check_keys(raw, TOP_KEYS, "top level", where)
+    if raw.get("suite") != suite:
+        raise UserError(f"{where} is the grid of suite {raw.get('suite')!r}, not {suite!r}; "
+                        f"pass --suite {raw.get('suite')} or a grid file of {suite!r}")
+    sizes = raw.get("sizes") or {}
+    _require_mapping(sizes, "sizes", where)
+    _check_keys(sizes, SIZES, "sizes", where)
+    if size not in SIZES:
+        raise UserError(f"unknown size {size!r}.{did_you_mean(size, SIZES)} Sizes are {', '.join(SIZES)}.")
+    if size not in sizes:
+        raise UserError(f"{where} defines no size {size!r}; it has {', '.join(sizes) or 'none'}")
+    common = raw.get("common") or {}
+    _require_mapping(common, "common", where)
+    _check_keys(common, SIZE_KEYS, "common", where)
+    block = sizes[size] or {}
+    _require_mapping(block, f"sizes.{size}", where)
+    _check_keys(block, SIZE_KEYS, f"sizes.{size}", where)
+    merged = _deep_merge(common, block)
+
+    # seeds
+    seed_value = seeds if seeds is not None else merged.get("seeds", 1)
+    if isinstance(seed_value, bool) or not isinstance(seed_value, (int, list)):
+        raise UserError(f"{where}: seeds must be an int or a list of ints, got {seed_value!r}")
+    seed_list = list(range(seed_value)) if isinstance(seed_value, int) else seed_value
+    if not seed_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list):
+        raise UserError(f"{where}: seeds must be a positive count or a list of non-negative ints")
+
+    # tasks
+    task_entries = merged.get("tasks") or []
+    if not isinstance(task_entries, list) or not task_entries:
+        raise UserError(f"{where}: sizes.{size}.tasks must be a non-empty list of task ids")
+    resolved_tasks = []
+    for entry in task_entries:
+        task_id, kwargs = _task_entry(entry, where, path.parent)
+        spec = task_registry.get(task_id)
+        if spec.suite != suite:
+            raise UserError(f"{where}: task {task_id!r} belongs to suite {spec.suite!r}, not {suite!r}")
+        unknown = sorted(set(kwargs) - set(spec.kwargs))
+        if unknown:
+            raise UserError(f"{where}: task {task_id} has no kwarg {unknown[0]!r}."
+                            f"{did_you_mean(unknown[0], spec.kwargs)} Its kwargs: {', '.join(spec.kwargs)}")
+        resolved_tasks.append((task_id, {**spec.kwargs, **kwargs}))
+    if tasks:
+        known = {t for t, _ in resolved_tasks}
+        for t in tasks:
+            task_registry.get(t)  # unknown ids get "did you mean"
+            if t not in known:
+                raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has {', '.join(sorted(known))}")
+        resolved_tasks = [(t, k) for t, k in resolved_tasks if t in tasks]
+
+    # algorithms
+    algo_block = merged.get("algorithms") or {}
+    _require_mapping(algo_block, f"sizes.{size}.algorithms", where)
+    by_name: dict[str, dict[str, Any]] = {}
+    for name, values in algo_block.items():
+        spec = algo_registry.get(name)
+        if suite not in spec.suites:
+            raise UserError(f"{where}: algorithm {name!r} does not run on suite {suite!r}")
+        values = values or {}
+        _require_mapping(values, f"algorithms.{name}", where)
+        by_name[name] = dict(values)
+    for item in overrides:
+        name, key, value = _parse_override(item)
+        algo_registry.get(name)
+        if name not in by_name:
+            raise UserError(f"--set {item}: algorithm {name!r} is not in the {size} grid of {where}")
+        by_name[name][key] = value
+    if algos:
+        for a in algos:
+            algo_registry.get(a)
+            if a not in by_name:
+                raise UserError(f"algorithm {a!r} is not in the {size} grid of {where}; "
+                                f"it has {', '.join(sorted(by_name))}")
+        by_name = {a: by_name[a] for a in algos}
+    configs = {name: build_config(algo_registry.get(name).load().Config, values, f"{where} (algorithms.{name})")
+               for name, values in by_name.items()}
+    if not configs:
+        raise UserError(f"{where}: sizes.{size}.algorithms lists no algorithm")
+
+    # resources
+    resources = merged.get("resources") or {"cpu": 1, "gpu": 0}
+    _require_mapping(resources, "resources", where)
+    _check_keys(resources, RESOURCE_KEYS, "resources", where)
+    res = {"cpu": resources.get("cpu", 1), "gpu": resources.get("gpu", 0)}
+    for k, v in res.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise UserError(f"{where}: resources.{k} must be a non-negative number, got {v!r}")
+    max_conc = merged.get("max_concurrent")
+    if max_conc is not None and (isinstance(max_conc, bool) or not isinstance(max_conc, int) or max_conc < 1):
+        raise UserError(f"{where}: max_concurrent must be a positive int or null, got {max_conc!r}")
+    return Experiment(suite, size, path, seed_list, resolved_tasks, configs, res, max_conc)
+
+
+def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
+    """Strictly build a Config dataclass: unknown keys and wrong types are `UserError`s."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise UserError(f"{where}: unknown key {key!r}.{did_you_mean(key, fields)} "
+                            f"Valid keys are the fields of {cls.__module__}.Config")
+        kwargs[key] = _coerce(value, hints[key], f"{where}: {key}")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for opt in options:
+            if opt is type(None):
+                continue
+            try:
+                return _coerce(value, opt, where)
+            except UserError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where} must be a list, got {value!r}")
+        (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
+        return tuple(_coerce(v, item, where) for v in value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{where} must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{where} must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{where} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config field type {hint!r}")
+
+
+def _parse_override(item: str) -> tuple[str, str, Any]:
+    if "=" not in item or "." not in item.split("=", 1)[0]:
+        raise UserError(f"--set {item!r}: expected ALGORITHM.KEY=VALUE, e.g. --set onestep_fb.lr=3e-4")
+    lhs, rhs = item.split("=", 1)
+    name, key = lhs.split(".", 1)
+    try:
+        value = yaml.safe_load(rhs)
+    except yaml.YAMLError:
+        raise UserError(f"--set {item!r}: the value {rhs!r} is not valid YAML") from None
+    return name, key, value
+
+
+def _task_entry(entry: Any, where: str, base: Path) -> tuple[str, dict[str, Any]]:
+    if isinstance(entry, str):
+        return entry, {}
+    if isinstance(entry, dict):
+        _check_keys(entry, ("id", "kwargs"), "a task entry", where)
+        if "id" not in entry:
+            raise UserError(f"{where}: a task entry needs an 'id'")
+        kwargs = dict(entry.get("kwargs") or {})
+        for k in PATH_KWARGS:
+            if kwargs.get(k):
+                kwargs[k] = str((base / kwargs[k]).resolve())
+        return entry["id"], kwargs
+    raise UserError(f"{where}: a task entry must be a task id or {{id: ..., kwargs: {{...}}}}, got {entry!r}")
+
+
+def _require_mapping(value: Any, what: str, where: str) -> None:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: {what} must be a mapping, got {type(value).__name__}")
+
+
+def _check_keys(mapping: dict, allowed: tuple[str, ...], what: str, where: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise UserError(f"{where}: unknown key {key!r} in {what}.{did_you_mean(str(key), allowed)} "
+                            f"Allowed: {', '.join(allowed)}")
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out

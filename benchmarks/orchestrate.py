@@ -1,0 +1,132 @@
+"""Ray Tune orchestration: one Tune trial per (algorithm, task, seed).  The only module that imports ray.
+
+- Complete runs (manifest status "done") are skipped before Ray even starts, so a re-run of a
+  finished bench trains nothing and returns in seconds.
+- Incomplete runs are started again; their adapter resumes from the run's last checkpoint.
+- Per-trial resources come from the grid ({cpu, gpu}); Ray packs trials onto what the machine or
+  cluster has.  A local Ray is started unless RAY_ADDRESS points at a running cluster.
+- Trials write results under `results/` through `benchmarks.results.RunWriter`; Ray's own
+  experiment directory (under the data directory) only serves live progress and is never read for
+  tables.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.config import TrialSpec
+from benchmarks.results import execute_trial, is_complete, read_manifest, run_dir
+
+
+def pending_trials(trials: list[TrialSpec], results_root: Path) -> list[TrialSpec]:
+    return [t for t in trials if not is_complete(results_root, t)]
+
+
+def _trainable(config: dict[str, Any]) -> None:
+    """Runs inside a Ray worker: execute one trial and forward its reports to Tune."""
+    from ray import tune
+
+    trial = TrialSpec.from_dict(config["trial"])
+    status = execute_trial(trial, Path(config["results_root"]), report=lambda m: tune.report(m),
+                           threads=trial.resources.get("cpu", 1))
+    tune.report({"status_done": status == "done", "step": -1})
+
+
+def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_concurrent: int | None = None,
+               experiment_name: str = "bench", show_progress: bool = True) -> dict[str, str]:
+    """Run every trial that is not complete; returns {run_id: status} for the trials that ran."""
+    results_root, ray_dir = Path(results_root).resolve(), Path(ray_dir).resolve()
+    todo = pending_trials(trials, results_root)
+    if not todo:
+        return {}
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    import ray
+    from ray import tune
+
+    started_here = False
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                      configure_logging=True)
+        if address:
+            ray.init(address=address, **kwargs)
+        else:
+            ray.init(num_cpus=os.cpu_count(), **kwargs)
+        started_here = True
+    try:
+        def resources(config: dict[str, Any]) -> dict[str, float]:
+            r = config["trial"]["resources"]
+            return {"cpu": float(r.get("cpu", 1)), "gpu": float(r.get("gpu", 0))}
+
+        callback = _Progress(todo, results_root) if show_progress else None
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, resources),
+            param_space={"trial": tune.grid_search([t.to_dict() for t in todo]),
+                         "results_root": str(results_root)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=False),
+            run_config=tune.RunConfig(name=f"{experiment_name}-{int(time.time())}", storage_path=str(ray_dir),
+                                      verbose=0, callbacks=[callback] if callback else [],
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+        tuner.fit()
+        if callback:
+            callback.close()
+    finally:
+        if started_here:
+            ray.shutdown()
+    out = {}
+    for t in todo:
+        m = read_manifest(run_dir(results_root, t)) or {}
+        out[t.run_id] = m.get("status", "not started")
+    return out
+
+
+class _Progress:
+    """Tune callback: one progress bar over all gradient steps of the bench, in the driver."""
+
+    def __new__(cls, *args, **kwargs):
+        from ray.tune import Callback
+
+        class Progress(Callback):
+            def __init__(self, todo: list[TrialSpec], results_root: Path):
+                from tqdm import tqdm
+
+                self.totals = {t.run_id: int(t.algo_config.get("num_steps", 1)) for t in todo}
+                self.steps = {k: 0 for k in self.totals}
+                self.done = 0
+                self.n = len(todo)
+                self.bar = tqdm(total=sum(self.totals.values()), unit="step", dynamic_ncols=True, file=sys.stderr,
+                                desc=f"trials 0/{self.n}", mininterval=0.5)
+
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                run_id = TrialSpec.from_dict(trial.config["trial"]).run_id
+                step = int(result.get("step", -1))
+                if step >= 0:
+                    delta = min(step, self.totals[run_id]) - self.steps[run_id]
+                    self.steps[run_id] += max(delta, 0)
+                    self.bar.update(max(delta, 0))
+                errs = {k: v for k, v in result.items() if isinstance(k, str) and k.startswith("eval/")}
+                if errs:
+                    key = sorted(errs)[0]
+                    self.bar.set_postfix_str(f"{run_id.split('--')[0]} {key}={errs[key]:.3g}", refresh=False)
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                run_id = TrialSpec.from_dict(trial.config["trial"]).run_id
+                self.bar.update(self.totals[run_id] - self.steps[run_id])
+                self.steps[run_id] = self.totals[run_id]
+                self.done += 1
+                self.bar.set_description(f"trials {self.done}/{self.n}")
+
+            on_trial_error = on_trial_complete
+
+            def close(self):
+                self.bar.close()
+
+        return Progress(*args, **kwargs)

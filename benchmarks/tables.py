@@ -1,0 +1,153 @@
+"""Paper-layout tables (Markdown, LaTeX, CSV) and figures (PNG), from `results/<suite>/index/` only.
+
+Every table cell is an aggregate over seeds with a stratified-bootstrap 95% CI (benchmarks/stats.py);
+the footer states the number of seeds, the bootstrap reps and seed.  The papers' own numbers
+(benchmarks/paper/<suite>.yaml) appear in separate reference columns and never enter an aggregate.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from benchmarks import stats
+from benchmarks.results import atomic_write_csv, atomic_write_text, load_index
+from suites.errors import UserError
+
+PAPER_DIR = Path(__file__).parent / "paper"
+
+
+def paper_values(suite: str) -> dict[str, Any]:
+    path = PAPER_DIR / f"{suite}.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else {}
+
+
+def fmt_sci(point: float, low: float, high: float) -> str:
+    return f"{point:.1e} [{low:.1e}, {high:.1e}]"
+
+
+def fmt_fixed(point: float, low: float, high: float, digits: int = 3) -> str:
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def write_table(frame: pd.DataFrame, raw: pd.DataFrame, out_dir: Path, name: str, title: str, footer: str) -> list[Path]:
+    """Write <name>.md (title, table, footer), <name>.tex (booktabs + footnote) and <name>.csv (raw numbers)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = f"### {title}\n\n{frame.to_markdown(index=False)}\n\n{footer}\n"
+    latex = frame.to_latex(index=False, escape=True, caption=title, column_format="l" * len(frame.columns))
+    latex += "% " + footer.replace("\n", "\n% ") + "\n"
+    paths = [out_dir / f"{name}.md", out_dir / f"{name}.tex", out_dir / f"{name}.csv"]
+    atomic_write_text(paths[0], md)
+    atomic_write_text(paths[1], latex)
+    atomic_write_csv(paths[2], raw)
+    return paths
+
+
+def final_eval(scalars: pd.DataFrame) -> pd.DataFrame:
+    """The eval rows at each run's last step (the final checkpoint, not the best one)."""
+    ev = scalars[scalars.split == "eval"]
+    last = ev.groupby("run_id").step.transform("max")
+    return ev[ev.step == last]
+
+
+# ---- didactic ----------------------------------------------------------------------------------------
+DIDACTIC_METRICS = [  # (metric, column title, paper key, formatter)
+    ("successor_error", "M/rho error", "successor_error", fmt_sci),
+    ("q_error", "Q error", "q_error", fmt_sci),
+    ("policy_kl", "policy KL", "policy_kl", fmt_sci),
+    ("greedy_match", "greedy match", None, fmt_fixed),
+]
+METHOD_NAMES = {"fb": "FB", "onestep_fb": "one-step FB", "fb_zheng": "FB (Zheng)"}
+
+
+def didactic_tables(results_root: Path, reps: int, seed: int) -> list[Path]:
+    runs, scalars, _ = load_index(results_root, "didactic")
+    if scalars.empty:
+        raise UserError("the didactic index holds no finished runs; run `make bench SUITE=didactic` first")
+    out_tables = Path(results_root) / "didactic" / "tables"
+    out_figs = Path(results_root) / "didactic" / "figures"
+    paper = paper_values("didactic").get("final_errors", {})
+    final = final_eval(scalars)
+    display_rows, raw_rows = [], []
+    seeds_seen = set()
+    for (task_id, algo), group in sorted(final.groupby(["task_id", "algorithm"]), key=lambda kv: kv[0]):
+        cmp = task_id.split("/", 1)[1]
+        n_seeds = group.seed.nunique()
+        seeds_seen.add(n_seeds)
+        steps = int(group.step.max())
+        row = {"CMP": cmp, "method": METHOD_NAMES.get(algo, algo), "seeds": n_seeds, "steps": steps}
+        for metric, title, paper_key, fmt in DIDACTIC_METRICS:
+            values = group[group.metric == metric].sort_values("seed").value.to_numpy()
+            point, low, high = stats.interval_estimate(values, stats.iqm, reps=reps, seed=seed)
+            row[title] = fmt(point, low, high)
+            raw_rows.append({"task_id": task_id, "algorithm": algo, "metric": metric, "seeds": n_seeds, "step": steps,
+                             "iqm": point, "ci_low": low, "ci_high": high,
+                             "paper_approx": paper.get(cmp, {}).get(algo, {}).get(paper_key) if paper_key else None})
+            if paper_key:
+                ref = paper.get(cmp, {}).get(algo, {}).get(paper_key)
+                row[f"{title} (paper, approx.)"] = "–" if ref is None else f"≈{ref:.0e}"
+        display_rows.append(row)
+    frame = pd.DataFrame(display_rows)
+    footer = (f"Cells: IQM over seeds with a stratified-bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); "
+              f"seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}. Final checkpoint, not the best. "
+              f"Paper columns: approximate final errors read off the one-step FB paper's website figure "
+              f"(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
+              f"ours is in benchmarks/configs/didactic.yaml.")
+    paths = write_table(frame, pd.DataFrame(raw_rows), out_tables, "didactic_errors",
+                        "Didactic CMPs: final errors against exact ground truth", footer)
+    paths.append(didactic_error_figure(scalars, out_figs / "didactic_error_vs_steps.png", reps, seed))
+    return paths
+
+
+def didactic_error_figure(scalars: pd.DataFrame, path: Path, reps: int, seed: int) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [(m, t) for m, t, _, _ in DIDACTIC_METRICS if m != "greedy_match"]
+    ev = scalars[scalars.split == "eval"]
+    tasks = sorted(ev.task_id.unique())
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(tasks)),
+                             squeeze=False, constrained_layout=True)
+    colors = {"fb": "tab:blue", "onestep_fb": "tab:orange", "fb_zheng": "tab:green"}
+    for i, task_id in enumerate(tasks):
+        for j, (metric, title) in enumerate(metrics):
+            ax = axes[i][j]
+            sub = ev[(ev.task_id == task_id) & (ev.metric == metric)]
+            for algo, g in sorted(sub.groupby("algorithm")):
+                table = g.pivot_table(index="step", columns="seed", values="value")
+                steps = table.index.to_numpy()
+                est = np.array([stats.interval_estimate(row.dropna().to_numpy(), stats.iqm, reps=min(reps, 500), seed=seed)
+                                for _, row in table.iterrows()])
+                floor = 1e-16
+                ax.plot(steps, np.maximum(est[:, 0], floor), label=METHOD_NAMES.get(algo, algo),
+                        color=colors.get(algo))
+                ax.fill_between(steps, np.maximum(est[:, 1], floor), np.maximum(est[:, 2], floor), alpha=0.25,
+                                color=colors.get(algo))
+            ax.set_yscale("log")
+            ax.set_title(f"{task_id.split('/', 1)[1]}: {title}", fontsize=10)
+            ax.set_xlabel("gradient steps")
+            ax.grid(True, which="major", alpha=0.3)
+            if i == 0 and j == 0:
+                ax.legend(fontsize=8)
+    fig.suptitle("Error against exact ground truth (IQM over seeds, 95% bootstrap CI)", fontsize=11)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+TABLE_BUILDERS = {"didactic": didactic_tables}
+
+
+def build_tables(suite: str, results_root: Path, reps: int = stats.DEFAULT_REPS, seed: int = stats.DEFAULT_SEED
+                 ) -> list[Path]:
+    if suite not in TABLE_BUILDERS:
+        raise UserError(f"no tables are defined for suite {suite!r} yet; suites with tables: "
+                        f"{', '.join(TABLE_BUILDERS)}")
+    return TABLE_BUILDERS[suite](Path(results_root), reps, seed)
