@@ -111,6 +111,11 @@ def cmd_run(args) -> int:
 
         statuses = run_trials(todo, results_root, args.data_dir / "ray", args.max_concurrent or exp.max_concurrent,
                               experiment_name=f"{args.suite}-{args.size}")
+        interrupted = [k for k, v in statuses.items() if v in ("running", "not started")]
+        if interrupted:
+            print(f"interrupted: {len(interrupted)} runs incomplete; re-run the same command to resume them "
+                  f"(complete runs are skipped)", file=sys.stderr)
+            return 130
         failed = [k for k, v in statuses.items() if v != "done"]
         for run_id in failed:
             from benchmarks.results import read_manifest

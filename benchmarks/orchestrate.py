@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,9 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         else:
             ray.init(num_cpus=os.cpu_count(), **kwargs)
         started_here = True
+    # `kill` (SIGTERM) stops a bench as gracefully as Ctrl-C: Tune stops the trials, which keep their
+    # checkpoints.  Installed after ray.init, whose own handlers would otherwise take SIGTERM.
+    previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
         def resources(config: dict[str, Any]) -> dict[str, float]:
             r = config["trial"]["resources"]
@@ -79,6 +83,7 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         if callback:
             callback.close()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if started_here:
             ray.shutdown()
     out = {}

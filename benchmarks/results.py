@@ -192,6 +192,10 @@ class RunWriter:
             self._wall_before = 0.0
         self._write_manifest(status="failed", reason=reason, finished_at=now())
 
+    def interrupt(self) -> None:
+        if self._manifest:
+            self._write_manifest(status="running", reason=f"interrupted after step {self._step}")
+
     # what adapters call
     def log(self, step: int, metrics: dict[str, float], split: str) -> None:
         for metric, value in metrics.items():
@@ -284,9 +288,12 @@ def execute_trial(trial: TrialSpec, results_root: Path, report: Callable[[dict],
         module.run(task, cfg, writer)
         writer.finish()
         return "done"
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit):
+        # Interrupted (Ctrl-C, or Ray stopping the trial): the run stays "running" and resumes from its
+        # last checkpoint next time.  Rows after that checkpoint are dropped on resume.
+        writer.interrupt()
         raise
-    except BaseException as err:  # a failing trial is recorded; the other trials go on
+    except Exception as err:  # a failing trial is recorded; the other trials go on
         writer.fail(f"{type(err).__name__}: {err}")
         atomic_write_text(writer.dir / "error.txt", traceback.format_exc())
         return "failed"

@@ -56,6 +56,7 @@ def final_eval(scalars: pd.DataFrame) -> pd.DataFrame:
 # ---- didactic ----------------------------------------------------------------------------------------
 DIDACTIC_METRICS = [  # (metric, column title, paper key, formatter)
     ("successor_error", "M/rho error", "successor_error", fmt_sci),
+    ("successor_rel_error", "M/rho rel. error", None, fmt_sci),
     ("q_error", "Q error", "q_error", fmt_sci),
     ("policy_kl", "policy KL", "policy_kl", fmt_sci),
     ("greedy_match", "greedy match", None, fmt_fixed),

@@ -13,6 +13,8 @@ rewards for every algorithm and seed).  For each reward the agent infers z from 
 weighted support, i.e. the exact expectation), then these are compared with ground truth:
   successor_error  MSE of the predicted M/rho against the exact one (FB: M^{pi*_r}/rho_next over
                    observed next states; one-step FB: M^beta D^-1 over all pairs),
+  successor_rel_error  the same squared error divided by the squared norm of the exact M/rho: a
+                   scale-free error (Touati's M/rho is unnormalised and ~1/(1-gamma) times larger),
   q_error          MSE of predicted Q against Q*_r (FB) or Q^beta_r (one-step FB), over all (s, a),
   policy_kl        mean_s KL(softmax(Q_true(s,.)) || softmax(Q_pred(s,.))), temperature 1,
   greedy_match     fraction of states whose greedy action equals argmax Q_true, over states where
@@ -117,6 +119,8 @@ class DidacticTask:
             rows.append({
                 "reward_idx": k,
                 "successor_error": float(np.mean((ratio_pred[:, cols] - true_ratio[:, cols]) ** 2)),
+                "successor_rel_error": float(np.sum((ratio_pred[:, cols] - true_ratio[:, cols]) ** 2)
+                                             / np.sum(true_ratio[:, cols] ** 2)),
                 "q_error": float(np.mean((q_pred - q_true) ** 2)),
                 "policy_kl": gt.forward_kl(q_true, q_pred),
                 "greedy_match": float(np.mean(greedy_pred[unique] == q_true.argmax(1)[unique]))
@@ -124,7 +128,7 @@ class DidacticTask:
                 "n_unique_states": int(unique.sum()),
             })
         metrics = {key: float(np.nanmean([r[key] for r in rows]))
-                   for key in ("successor_error", "q_error", "policy_kl", "greedy_match")}
+                   for key in ("successor_error", "successor_rel_error", "q_error", "policy_kl", "greedy_match")}
         return EvalResult(metrics=metrics, samples=rows)
 
 

@@ -1,0 +1,179 @@
+"""Tests of benchmarks/stats.py: IQM against scipy, and the seeded stratified bootstrap against an
+explicit per-task resampling loop, scipy.stats.bootstrap, and a coverage experiment."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+
+from benchmarks import stats
+
+
+# ----------------------------------------------------------------------------------------------------
+# 1. IQM
+# ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5, 3), (10, 1), (7, 4), (8, 8), (3, 2)])
+def test_iqm_equals_scipy_trim_mean(shape):
+    rng = np.random.default_rng(sum(shape))
+    x = rng.standard_normal(shape) * 3 + rng.exponential(size=shape)
+    assert stats.iqm(x) == pytest.approx(float(sps.trim_mean(x, 0.25, axis=None)), rel=1e-13, abs=1e-13)
+
+
+def test_iqm_hand_computed():
+    # sorted: 1 2 3 4 5 6 7 100 -> drop 2 from each end -> mean(3, 4, 5, 6) = 4.5 (the outlier is ignored)
+    assert stats.iqm(np.array([1, 2, 3, 4, 100, 5, 6, 7])) == pytest.approx(4.5, abs=1e-12)
+    # 2-D input is flattened (rliable aggregate_iqm over all runs x tasks)
+    assert stats.iqm(np.array([[1, 2, 3, 4], [100, 5, 6, 7]])) == pytest.approx(4.5, abs=1e-12)
+    # n = 10: int(0.25 * 10) = 2 cut from each end -> mean of sorted[2:8] = mean(2..7) = 4.5
+    assert stats.iqm(np.arange(10.0)) == pytest.approx(4.5, abs=1e-12)
+    # sorted: -1e6 1 2 3 4 5 6 7 -> mean(2, 3, 4, 5) = 3.5: the huge outlier only shifts which ranks are kept
+    assert stats.iqm(np.array([1, 2, 3, 4, -1e6, 5, 6, 7])) == pytest.approx(3.5, abs=1e-12)
+    assert stats.mean(np.array([[1.0, 2.0], [3.0, 6.0]])) == pytest.approx(3.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# 2. basic properties of interval_estimate
+# ----------------------------------------------------------------------------------------------------
+
+def _scores(seed=0, runs=10, tasks=4):
+    rng = np.random.default_rng(seed)
+    return rng.normal(loc=np.arange(tasks), scale=1.0, size=(runs, tasks))
+
+
+@pytest.mark.parametrize("aggregate", [stats.iqm, stats.mean])
+def test_interval_estimate_deterministic_and_seed_dependent(aggregate):
+    x = _scores()
+    a = stats.interval_estimate(x, aggregate, reps=300, seed=5)
+    b = stats.interval_estimate(x, aggregate, reps=300, seed=5)
+    c = stats.interval_estimate(x, aggregate, reps=300, seed=6)
+    assert a == b
+    assert a[0] == c[0]                             # the point does not depend on the seed
+    assert (a[1], a[2]) != (c[1], c[2])             # the interval does
+    point, low, high = a
+    assert point == pytest.approx(aggregate(x), rel=1e-15)
+    assert low <= point <= high
+    assert low < high
+
+
+def test_interval_estimate_default_aggregate_is_iqm_and_1d_input():
+    x = _scores(1)
+    assert stats.interval_estimate(x, reps=200)[0] == pytest.approx(stats.iqm(x))
+    v = x[:, 0]
+    p1, l1, h1 = stats.interval_estimate(v, stats.mean, reps=200, seed=3)
+    p2, l2, h2 = stats.interval_estimate(v[:, None], stats.mean, reps=200, seed=3)
+    assert (p1, l1, h1) == (p2, l2, h2)
+    assert p1 == pytest.approx(v.mean())
+
+
+def test_single_run_collapses():
+    assert stats.interval_estimate(np.array([3.5]), stats.mean) == (3.5, 3.5, 3.5)
+    row = np.array([[1.0, 2.0, 3.0, 10.0]])
+    p, lo, hi = stats.interval_estimate(row, stats.iqm)
+    assert p == lo == hi == pytest.approx(stats.iqm(row))
+
+
+def test_constant_within_task_collapses_only_if_stratified():
+    """Each task's runs are identical but tasks differ: resampling runs within a task never changes the
+    aggregate, so the stratified CI collapses; pooled (unstratified) resampling would not."""
+    x = np.tile(np.array([0.0, 10.0, 20.0, 30.0]), (6, 1))
+    p, lo, hi = stats.interval_estimate(x, stats.mean, reps=500, seed=0)
+    assert p == pytest.approx(15.0)
+    assert lo == pytest.approx(15.0) and hi == pytest.approx(15.0)
+    # contrast: a pooled bootstrap over all entries has a wide interval on the same data
+    rng = np.random.default_rng(0)
+    flat = x.ravel()
+    pooled = [flat[rng.integers(0, flat.size, flat.size)].mean() for _ in range(500)]
+    assert np.percentile(pooled, 97.5) - np.percentile(pooled, 2.5) > 1.0
+
+
+def test_confidence_level_widens_interval():
+    x = _scores(2)
+    _, l90, h90 = stats.interval_estimate(x, stats.mean, reps=1000, seed=1, confidence=0.90)
+    _, l99, h99 = stats.interval_estimate(x, stats.mean, reps=1000, seed=1, confidence=0.99)
+    assert l99 < l90 and h90 < h99
+
+
+# ----------------------------------------------------------------------------------------------------
+# 3. the stratified bootstrap against an explicit loop
+# ----------------------------------------------------------------------------------------------------
+
+def _loop_interval(x: np.ndarray, aggregate, reps: int, seed: int, confidence: float = 0.95):
+    """Independent per-task resampling with the same stream as stratified_bootstrap_indices: a
+    default_rng(seed) whose integers(0, n_runs) draws are consumed in C order (rep, run, task)."""
+    n_runs, n_tasks = x.shape
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n_runs, size=(reps, n_runs, n_tasks))
+    values = []
+    for k in range(reps):
+        res = np.empty_like(x)
+        for t in range(n_tasks):                    # each task column resampled on its own
+            for r in range(n_runs):
+                res[r, t] = x[idx[k, r, t], t]
+        values.append(aggregate(res))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.percentile(values, [100 * alpha, 100 * (1 - alpha)])
+    return aggregate(x), float(lo), float(hi)
+
+
+def test_bootstrap_stream_is_scalar_draw_sequence():
+    """The bulk index array equals drawing rng.integers(0, n_runs) one at a time per (rep, run, task),
+    i.e. every task column gets its own independent draws."""
+    n_runs, n_tasks, reps, seed = 5, 3, 7, 11
+    bulk = stats.stratified_bootstrap_indices(n_runs, n_tasks, reps, seed)
+    rng = np.random.default_rng(seed)
+    scalar = np.array([[[rng.integers(0, n_runs) for _ in range(n_tasks)] for _ in range(n_runs)]
+                       for _ in range(reps)])
+    assert bulk.shape == (reps, n_runs, n_tasks)
+    assert np.array_equal(bulk, scalar)
+    assert bulk.min() >= 0 and bulk.max() < n_runs
+    # different task columns do not share their run indices
+    assert not all(np.array_equal(bulk[:, :, 0], bulk[:, :, t]) for t in range(1, n_tasks))
+
+
+@pytest.mark.parametrize("aggregate", [stats.iqm, stats.mean])
+@pytest.mark.parametrize("seed", [0, 123])
+def test_interval_estimate_matches_explicit_loop(aggregate, seed):
+    x = _scores(seed=seed + 7, runs=6, tasks=3)
+    reps = 400
+    got = stats.interval_estimate(x, aggregate, reps=reps, seed=seed)
+    ref = _loop_interval(x, aggregate, reps, seed)
+    assert got == ref                               # exact: same resamples, same percentiles
+
+
+# ----------------------------------------------------------------------------------------------------
+# 4. against scipy.stats.bootstrap
+# ----------------------------------------------------------------------------------------------------
+
+def test_percentile_ci_of_mean_agrees_with_scipy_bootstrap():
+    x = np.random.default_rng(42).gamma(shape=2.0, scale=1.5, size=25)
+    reps = 20000
+    point, lo, hi = stats.interval_estimate(x, stats.mean, reps=reps, seed=0)
+    res = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=reps, confidence_level=0.95,
+                        rng=np.random.default_rng(1))
+    slo, shi = res.confidence_interval.low, res.confidence_interval.high
+    width = shi - slo
+    assert point == pytest.approx(x.mean())
+    assert abs(lo - slo) < 0.03 * width
+    assert abs(hi - shi) < 0.03 * width
+
+
+# ----------------------------------------------------------------------------------------------------
+# 5. coverage
+# ----------------------------------------------------------------------------------------------------
+
+def test_coverage_of_mean_ci():
+    rng = np.random.default_rng(2024)
+    true_mean = 1.7
+    n_trials, hits = 200, 0
+    widths = []
+    for k in range(n_trials):
+        sample = rng.normal(true_mean, 2.0, size=10)
+        _, lo, hi = stats.interval_estimate(sample, stats.mean, reps=400, seed=k)
+        hits += lo <= true_mean <= hi
+        widths.append(hi - lo)
+    coverage = hits / n_trials
+    assert 0.85 <= coverage <= 0.99
+    # the mean width is close to the normal-theory width 2 * 1.96 * sigma / sqrt(n) (percentile bootstrap
+    # is a bit narrower for n = 10 since it uses the plug-in variance)
+    assert 0.75 * 2 * 1.96 * 2.0 / np.sqrt(10) < np.mean(widths) < 1.05 * 2 * 1.96 * 2.0 / np.sqrt(10)
