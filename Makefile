@@ -33,7 +33,7 @@ tables: $(STAMP)
 	$(BIN)/b2fb tables --suite $(SUITE)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 perf: $(STAMP)
 	$(BIN)/b2fb perf --suite $(SUITE)

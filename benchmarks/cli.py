@@ -97,6 +97,7 @@ def cmd_run(args) -> int:
 
     exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks)
     trials = exp.trials()
+    _check_tasks_build(trials)
     results_root = args.results_dir.resolve()
     todo = [t for t in trials if not is_complete(results_root, t)]
     print(f"{args.suite} / {args.size}: {len(trials)} trials ({len(trials) - len(todo)} complete, "
@@ -124,6 +125,19 @@ def cmd_run(args) -> int:
     if not args.no_tables:
         _collect_and_tables(args.suite, results_root, trials, reps=2000, seed=0)
     return 1 if failed else 0
+
+
+def _check_tasks_build(trials) -> None:
+    """Build each distinct task once in the driver, so a bad input file (e.g. a custom CMP) is one clear
+    error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily."""
+    from suites import registry
+
+    seen = set()
+    for t in trials:
+        key = (t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items())))
+        if key not in seen:
+            seen.add(key)
+            registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
 
 
 def _collect_and_tables(suite: str, results_root: Path, expected, reps: int, seed: int) -> None:

@@ -29,9 +29,8 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from algorithms import registry as algo_registry
+from suites import yaml_strict
 from suites import registry as task_registry
 from suites.errors import UserError
 from suites.registry import did_you_mean
@@ -129,13 +128,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass --config PATH or add {grid_path(suite)}")
     path = path.resolve()
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UserError(f"{path} is not valid YAML{at}; fix the syntax there") from None
     where = str(path)
+    raw = yaml_strict.loads(path.read_text(), where)
     _require_mapping(raw, "the file", where)
     _check_keys(raw, TOP_KEYS, "top level", where)
     if raw.get("suite") != suite:
@@ -163,6 +157,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     seed_list = list(range(seed_value)) if isinstance(seed_value, int) else seed_value
     if not seed_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list):
         raise UserError(f"{where}: seeds must be a positive count or a list of non-negative ints")
+    if len(set(seed_list)) != len(seed_list):
+        raise UserError(f"{where}: seeds {seed_list} repeat a seed; list each seed once")
 
     # tasks
     task_entries = merged.get("tasks") or []
@@ -171,7 +167,7 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     resolved_tasks = []
     for entry in task_entries:
         task_id, kwargs = _task_entry(entry, where, path.parent)
-        spec = task_registry.get(task_id)
+        spec = _in_file(task_registry.get, task_id, where)
         if spec.suite != suite:
             raise UserError(f"{where}: task {task_id!r} belongs to suite {spec.suite!r}, not {suite!r}")
         unknown = sorted(set(kwargs) - set(spec.kwargs))
@@ -179,6 +175,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
             raise UserError(f"{where}: task {task_id} has no kwarg {unknown[0]!r}."
                             f"{did_you_mean(unknown[0], spec.kwargs)} Its kwargs: {', '.join(spec.kwargs)}")
         resolved_tasks.append((task_id, {**spec.kwargs, **kwargs}))
+    if len({(t, json.dumps(k, sort_keys=True, default=str)) for t, k in resolved_tasks}) != len(resolved_tasks):
+        raise UserError(f"{where}: sizes.{size}.tasks lists the same task twice; list each task once")
     if tasks:
         known = {t for t, _ in resolved_tasks}
         for t in tasks:
@@ -192,7 +190,7 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     _require_mapping(algo_block, f"sizes.{size}.algorithms", where)
     by_name: dict[str, dict[str, Any]] = {}
     for name, values in algo_block.items():
-        spec = algo_registry.get(name)
+        spec = _in_file(algo_registry.get, name, where)
         if suite not in spec.suites:
             raise UserError(f"{where}: algorithm {name!r} does not run on suite {suite!r}")
         values = values or {}
@@ -200,9 +198,10 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
         by_name[name] = dict(values)
     for item in overrides:
         name, key, value = _parse_override(item)
-        algo_registry.get(name)
+        module = algo_registry.get(name).load()
         if name not in by_name:
             raise UserError(f"--set {item}: algorithm {name!r} is not in the {size} grid of {where}")
+        _check_field(module.Config, key, value, f"--set {item}")
         by_name[name][key] = value
     if algos:
         for a in algos:
@@ -230,6 +229,22 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     return Experiment(suite, size, path, seed_list, resolved_tasks, configs, res, max_conc)
 
 
+def _in_file(lookup, name: str, where: str):
+    """A registry lookup whose error also names the grid file."""
+    try:
+        return lookup(name)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def _check_field(cls: type, key: str, value: Any, where: str) -> None:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if key not in fields:
+        raise UserError(f"{where}: unknown key {key!r}.{did_you_mean(key, fields)} "
+                        f"Valid keys are the fields of {cls.__module__}.Config")
+    _coerce(value, typing.get_type_hints(cls)[key], f"{where}: {key}")
+
+
 def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
     """Strictly build a Config dataclass: unknown keys and wrong types are `UserError`s."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -240,7 +255,10 @@ def build_config(cls: type, values: dict[str, Any], where: str) -> Any:
             raise UserError(f"{where}: unknown key {key!r}.{did_you_mean(key, fields)} "
                             f"Valid keys are the fields of {cls.__module__}.Config")
         kwargs[key] = _coerce(value, hints[key], f"{where}: {key}")
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except UserError as err:  # a value outside its allowed set (Config.__post_init__)
+        raise UserError(f"{where}: {err}") from None
 
 
 def _coerce(value: Any, hint: Any, where: str) -> Any:
@@ -287,10 +305,7 @@ def _parse_override(item: str) -> tuple[str, str, Any]:
         raise UserError(f"--set {item!r}: expected ALGORITHM.KEY=VALUE, e.g. --set onestep_fb.lr=3e-4")
     lhs, rhs = item.split("=", 1)
     name, key = lhs.split(".", 1)
-    try:
-        value = yaml.safe_load(rhs)
-    except yaml.YAMLError:
-        raise UserError(f"--set {item!r}: the value {rhs!r} is not valid YAML") from None
+    value = yaml_strict.loads(rhs, f"the value of --set {item!r}")
     return name, key, value
 
 

@@ -117,10 +117,9 @@ class _Progress:
                     delta = min(step, self.totals[run_id]) - self.steps[run_id]
                     self.steps[run_id] += max(delta, 0)
                     self.bar.update(max(delta, 0))
-                errs = {k: v for k, v in result.items() if isinstance(k, str) and k.startswith("eval/")}
-                if errs:
-                    key = sorted(errs)[0]
-                    self.bar.set_postfix_str(f"{run_id.split('--')[0]} {key}={errs[key]:.3g}", refresh=False)
+                key = next((k for k in result if isinstance(k, str) and k.startswith("eval/")), None)
+                if key is not None:  # the first metric the task reports
+                    self.bar.set_postfix_str(f"{run_id.split('--')[0]} {key}={result[key]:.3g}", refresh=False)
 
             def on_trial_complete(self, iteration, trials, trial, **info):
                 run_id = TrialSpec.from_dict(trial.config["trial"]).run_id

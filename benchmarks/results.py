@@ -139,6 +139,7 @@ class RunWriter:
         self._t0 = time.time()
         self._last_report = 0.0
         self._step = 0
+        self._rows_synced = False  # True once the in-memory rows continue what is on disk
 
     # lifecycle
     def start(self, task_version: int, data_hashes: dict[str, str]) -> None:
@@ -170,6 +171,7 @@ class RunWriter:
             "wall_time_s": float(previous.get("wall_time_s", 0.0)),
         }
         self._wall_before = self._manifest["wall_time_s"]
+        self._rows_synced = not (self.dir / CHECKPOINT).is_file()  # fresh: nothing on disk to continue
         atomic_write_json(self.dir / MANIFEST, self._manifest)
 
     def _write_manifest(self, **updates: Any) -> None:
@@ -184,16 +186,18 @@ class RunWriter:
 
     def fail(self, reason: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.flush_scalars()
-        if not self._manifest:
-            self._manifest = {"schema_version": SCHEMA_VERSION, "run_id": self.trial.run_id,
-                              "suite": self.trial.suite, "task_id": self.trial.task_id,
-                              "algorithm": self.trial.algorithm, "seed": self.trial.seed}
-            self._wall_before = 0.0
+        if self._rows_synced:  # rows in memory extend what is on disk; otherwise leave the file alone
+            self.flush_scalars()
+        if not self._manifest:  # failed before start(): keep what an earlier attempt recorded
+            self._manifest = read_manifest(self.dir) or {
+                "schema_version": SCHEMA_VERSION, "run_id": self.trial.run_id, "suite": self.trial.suite,
+                "size": self.trial.size, "task_id": self.trial.task_id, "algorithm": self.trial.algorithm,
+                "seed": self.trial.seed, "config": self.trial.algo_config, "config_hash": self.trial.config_hash}
+            self._wall_before = float(self._manifest.get("wall_time_s", 0.0))
         self._write_manifest(status="failed", reason=reason, finished_at=now())
 
     def interrupt(self) -> None:
-        if self._manifest:
+        if self._manifest and self._manifest.get("status") == "running":
             self._write_manifest(status="running", reason=f"interrupted after step {self._step}")
 
     # what adapters call
@@ -227,8 +231,12 @@ class RunWriter:
         self.flush_scalars()          # scalars first: a crash in between only loses rows after `step`
         fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".checkpoint.", suffix=".tmp")
         os.close(fd)
-        torch.save({"step": int(step), "state": state}, tmp)
-        os.replace(tmp, self.dir / CHECKPOINT)
+        try:
+            torch.save({"step": int(step), "state": state}, tmp)
+            os.replace(tmp, self.dir / CHECKPOINT)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         self._write_manifest(checkpoint_step=int(step))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -236,6 +244,7 @@ class RunWriter:
         import torch
 
         path = self.dir / CHECKPOINT
+        self._rows_synced = True
         if not path.is_file():
             self._rows = []
             return None

@@ -70,7 +70,12 @@ class ZeroShotAgent(Protocol):
 
 
 class ZeroShotTask(Protocol):
-    """A zero-shot task: reward-free data for training, its own evaluation protocol."""
+    """A zero-shot task: reward-free data for training, its own evaluation protocol.
+
+    Building a task (its registry entry point) must be cheap and must validate its inputs: the CLI
+    builds every task of a grid once before scheduling, so a bad file fails in one line up front.
+    Heavy work (loading a large dataset) happens lazily, on first `sample`.
+    """
 
     obs_dim: int
     action_dim: int

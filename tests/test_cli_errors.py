@@ -1,8 +1,8 @@
 """The CLI's contract for bad input: one `error: ...` line on stderr, exit code 2, no traceback.
 
 Commands run in a subprocess (`python -m benchmarks`) with results and data directories under
-tmp_path; nothing here starts Ray (`run` is always `--dry-run`).  Custom CMP files are only read
-when a trial builds its task, so their validation is tested in-process through `load_cmp`.
+tmp_path; nothing here starts Ray (`run` is always `--dry-run`).  Every variant of a bad custom CMP
+file is tested in-process through `load_cmp`; two go through `run`, which builds each task first.
 """
 from __future__ import annotations
 
@@ -105,7 +105,6 @@ def test_unknown_config_key_in_grid_file(tmp_path):
 @pytest.mark.parametrize("args,names", [
     (["run", "--size", "tiny"], ["--suite"]),
     (["run", "--suite", "didactic", "--seeds", "abc"], ["--seeds", "'abc'"]),
-    (["frobnicate"], ["'frobnicate'"]),
 ])
 def test_argparse_errors_are_one_line(tmp_path, args, names):
     assert_user_error(b2fb(tmp_path, *args), *names)
@@ -239,11 +238,22 @@ def test_custom_task_builds_from_a_valid_file_and_refuses_a_bad_one(tmp_path):
         make_task("file")
 
 
-@pytest.mark.xfail(strict=True, reason="GAP (reported, pending a decision): `run` does not validate a custom CMP "
-                   "file before running; --dry-run exits 0 and a real run records the trial as failed")
-def test_dry_run_validates_custom_cmp_file(tmp_path):
-    write(tmp_path / "bad_cmp.yaml", BAD_CMPS["row_sum"][0])
+@pytest.mark.parametrize("case", ["row_sum", "missing_file"])
+def test_run_validates_custom_cmp_file_before_running(tmp_path, case):
+    if case != "missing_file":
+        write(tmp_path / "bad_cmp.yaml", BAD_CMPS[case][0])
     grid = write(tmp_path / "grid.yaml", GRID.replace(
         "tasks: [didactic/three-state-v0]", "tasks: [{id: didactic/custom-v0, kwargs: {path: bad_cmp.yaml}}]"))
     proc = b2fb(tmp_path, "run", "--suite", "didactic", "--size", "tiny", "--config", str(grid), "--dry-run")
-    assert_user_error(proc, "bad_cmp.yaml", "sums to 0.9")
+    problem = {"row_sum": "sums to 0.9", "missing_file": "does not exist"}[case]
+    assert_user_error(proc, str(tmp_path / "bad_cmp.yaml"), problem)
+    assert not (tmp_path / "results").exists()
+
+
+def test_run_accepts_a_valid_custom_cmp_file(tmp_path):
+    write(tmp_path / "cmp.yaml", CMP)
+    grid = write(tmp_path / "grid.yaml", GRID.replace(
+        "tasks: [didactic/three-state-v0]", "tasks: [{id: didactic/custom-v0, kwargs: {path: cmp.yaml}}]"))
+    proc = b2fb(tmp_path, "run", "--suite", "didactic", "--size", "tiny", "--config", str(grid), "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 trials (0 complete, 1 to run)" in proc.stdout and "todo  onestep_fb--custom-v0--" in proc.stdout

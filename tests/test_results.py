@@ -91,8 +91,6 @@ def test_atomic_parquet_serialisation_error_leaves_nothing(tmp_path):
     assert os.listdir(tmp_path) == ["f.parquet"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RunWriter.save_checkpoint has no cleanup: a failing torch.save or "
-                   "os.replace leaves .checkpoint.*.tmp in the run directory")
 def test_failed_checkpoint_leaves_no_temporary(tmp_path, trial):
     writer = RunWriter(tmp_path, trial)
     writer.start(0, {})
@@ -188,9 +186,6 @@ def test_fail_before_start(tmp_path, trial):
     assert m["schema_version"] == SCHEMA_VERSION and m["run_id"] == trial.run_id
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: RunWriter.fail() before load_checkpoint (e.g. a resumed attempt that "
-                   "fails while building the task or the agent) rewrites scalars.jsonl from its empty in-memory rows, "
-                   "so the rows up to the kept checkpoint are lost when the run is resumed again")
 def test_failed_retry_keeps_the_checkpointed_scalars(tmp_path, trial):
     w = RunWriter(tmp_path, trial)
     w.start(0, {})

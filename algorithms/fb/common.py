@@ -4,7 +4,7 @@ each algorithm computes is in its own file."""
 from __future__ import annotations
 
 import copy
-import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -57,10 +57,35 @@ def all_actions_for(obs: torch.Tensor, n_actions: int) -> tuple[torch.Tensor, to
     return obs.repeat_interleave(n_actions, 0), eye.repeat(obs.shape[0], 1)
 
 
+def check_choices(cfg: Any, **choices: tuple) -> None:
+    """Config fields restricted to a set of values: a bad one is a one-line `UserError`."""
+    for name, allowed in choices.items():
+        value = getattr(cfg, name)
+        if value not in allowed:
+            raise UserError(f"{type(cfg).__module__}.Config: {name}={value!r} is not one of "
+                            f"{', '.join(map(repr, allowed))}")
+
+
+def check_positive(cfg: Any, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{type(cfg).__module__}.Config: {name} must be positive, got {getattr(cfg, name)!r}")
+
+
 def require_discrete(task: Any, algorithm: str) -> None:
     if not getattr(task, "discrete_actions", False):
         raise UserError(f"{algorithm} currently supports discrete-action tasks only (the didactic suite); "
                         f"the continuous-action actor arrives with the dmc suite")
+
+
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate(base_lr: float, schedule: str, step: int, num_steps: int) -> float:
+    """lr at a (1-based) step: constant (the references), or cosine decay from base_lr to 0."""
+    if schedule == "constant":
+        return base_lr
+    return 0.5 * base_lr * (1.0 + math.cos(math.pi * (step - 1) / num_steps))
 
 
 def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
@@ -79,6 +104,8 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
         run.log(0, task.evaluate(agent).metrics, split="eval")
     result = None
     for step in run.progress(range(start + 1, cfg.num_steps + 1), total=cfg.num_steps, initial=start):
+        for group in agent.optimizer.param_groups:
+            group["lr"] = learning_rate(cfg.lr, cfg.lr_schedule, step, cfg.num_steps)
         logs = agent.update(task.sample(cfg.batch_size, generator), generator)
         if step % cfg.log_every == 0:
             run.log(step, {k: float(v) for k, v in logs.items()}, split="train")
@@ -92,6 +119,3 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
         result = task.evaluate(agent)
     run.add_samples(result.samples, step=cfg.num_steps)
 
-
-def config_summary(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from algorithms.fb import losses
-from algorithms.fb.common import (aggregate_heads, all_actions_for, batch_to, frozen_copy, polyak_update,
-                                  require_discrete, resolve_dtype, train_and_evaluate)
-from algorithms.fb.networks import build_map, map_inputs
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
+                                  check_choices, check_positive, frozen_copy, polyak_update, require_discrete,
+                                  resolve_dtype, train_and_evaluate)
+from algorithms.fb.networks import ARCHS, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
 
@@ -38,6 +39,8 @@ class Config:
     Carlo over z).  With i.i.d. minibatches each row gets its own latent, as in the reference."""
     lr: float = 1e-4
     """Adam learning rate for F and B together."""
+    lr_schedule: str = "constant"
+    """'constant' (the reference) or 'cosine' (decay to 0 over num_steps; removes Adam's noise floor)."""
     latent_dim: int = 50
     """d (`z_dim`)."""
     discount: float | None = None
@@ -70,6 +73,12 @@ class Config:
     """Evaluate zero-shot every this many steps (and at the start and the end)."""
     checkpoint_every: int = 50_000
     """Save a resumable checkpoint every this many steps."""
+
+    def __post_init__(self):
+        check_choices(self, arch=ARCHS, dtype=tuple(DTYPES), lr_schedule=LR_SCHEDULES,
+                      target_agg=("mean", "min"), q_agg=("mean", "min"))
+        check_positive(self, "num_steps", "batch_size", "lr", "latent_dim", "forward_heads", "log_every",
+                       "eval_every", "checkpoint_every")
 
 
 class FB(nn.Module):

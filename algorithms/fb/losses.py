@@ -62,7 +62,7 @@ def successor_loss(M: torch.Tensor, target_M: torch.Tensor, discount: float, con
     n = M.shape[-1]
     W, pos = pair_weights(n, weight, M.dtype)
     diff = M - discount * target_M.detach().unsqueeze(-3)
-    offdiag = 0.5 * torch.einsum("ij,...ij->...", W, diff.pow(2))                     # [..., E]
+    offdiag = 0.5 * (W * diff.pow(2)).sum((-2, -1))                                    # [..., E]
     diag = -torch.einsum("i,...i->...", pos, torch.diagonal(M, dim1=-2, dim2=-1))     # [..., E]
     offdiag = offdiag.reshape(-1, M.shape[-3]).mean(0)                                  # per head
     diag = diag.reshape(-1, M.shape[-3]).mean(0)

@@ -32,7 +32,7 @@ class TabularMap(nn.Module):
                         if z_dim else None)
 
     def forward(self, features: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        out = torch.einsum("nx,exd->end", features, self.table)
+        out = features @ self.table                                      # [E, N, d]
         if self.z_table is not None:
             out = out + torch.einsum("nx,exdk,nk->end", features, self.z_table, z)
         return out

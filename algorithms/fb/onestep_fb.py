@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from algorithms.fb import losses
-from algorithms.fb.common import (aggregate_heads, all_actions_for, batch_to, frozen_copy, polyak_update,
-                                  require_discrete, resolve_dtype, train_and_evaluate)
-from algorithms.fb.networks import build_map, map_inputs
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
+                                  check_choices, check_positive, frozen_copy, polyak_update, require_discrete,
+                                  resolve_dtype, train_and_evaluate)
+from algorithms.fb.networks import ARCHS, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
 
@@ -34,6 +35,8 @@ class Config:
     """Transitions per step.  Ignored when the task hands out its whole weighted support (didactic 'exact')."""
     lr: float = 1e-4
     """Adam learning rate for F and B."""
+    lr_schedule: str = "constant"
+    """'constant' (the reference) or 'cosine' (decay to 0 over num_steps; removes Adam's noise floor)."""
     latent_dim: int = 128
     """d, the dimension of F, B and z."""
     discount: float | None = None
@@ -66,6 +69,12 @@ class Config:
     """Evaluate zero-shot every this many steps (and at the start and the end)."""
     checkpoint_every: int = 50_000
     """Save a resumable checkpoint every this many steps."""
+
+    def __post_init__(self):
+        check_choices(self, arch=ARCHS, dtype=tuple(DTYPES), lr_schedule=LR_SCHEDULES,
+                      repr_agg=("mean", "min"), q_agg=("mean", "min"))
+        check_positive(self, "num_steps", "batch_size", "lr", "latent_dim", "forward_heads", "log_every",
+                       "eval_every", "checkpoint_every")
 
 
 class OneStepFB(nn.Module):
@@ -100,10 +109,10 @@ class OneStepFB(nn.Module):
         with torch.no_grad():  # SARSA target with the DATA's next action: mean_e F_bar_e(s', a') B_bar(g)^T
             target_F = self.F(b.next_obs, b.next_action, self.target_forward)
             target_B = self.B(b.obs, b.action, self.target_backward)
-            target_M = aggregate_heads(torch.einsum("end,md->enm", target_F, target_B), cfg.repr_agg)
+            target_M = aggregate_heads(target_F @ target_B.T, cfg.repr_agg)
         F = self.F(b.obs, b.action)
         B = self.B(b.obs, b.action)                      # goals are the rows' own (s, a): the positives
-        M = torch.einsum("end,md->enm", F, B)            # [E, N, N]
+        M = F @ B.T                                      # [E, N, N]: M_e[i, j] = F_e(x_i)^T B(x_j)
         fb_loss, parts = losses.successor_loss(M, target_M, self.gamma, "zheng", b.weight)
         ortho = losses.orthonormality_loss(B, "zheng", b.weight)
         loss = fb_loss + cfg.orthonorm_coeff * ortho

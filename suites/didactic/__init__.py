@@ -12,10 +12,12 @@ from suites.registry import TaskSpec, register
 
 ENTRY = "suites.didactic.task:make_task"
 EXAMPLE_CMP = str(Path(__file__).parent / "cmps" / "four-state-chain.yaml")
+# Every entry-point kwarg with its default, so a grid may override any of them (see task.make_task).
+DEFAULTS = {"batch": "exact", "n_eval_rewards": 8, "reward_seed": 0, "gamma": None}
 
-register(TaskSpec("didactic/three-state-v0", ENTRY, {"cmp": "three-state"}, frozenset({"tiny", "cpu", "paper"}),
+register(TaskSpec("didactic/three-state-v0", ENTRY, {"cmp": "three-state", **DEFAULTS}, frozenset({"tiny", "cpu", "paper"}),
                   "3-state CMP: a_i moves s0 to s_i; s1, s2 absorbing; uniform beta and rho; gamma 0.9"))
-register(TaskSpec("didactic/five-state-v0", ENTRY, {"cmp": "five-state"}, frozenset({"tiny", "cpu", "paper"}),
+register(TaskSpec("didactic/five-state-v0", ENTRY, {"cmp": "five-state", **DEFAULTS}, frozenset({"tiny", "cpu", "paper"}),
                   "5-state circular CMP: a0 +1; a1 -1 w.p. 0.7 else stay; uniform beta and rho; gamma 0.9"))
-register(TaskSpec("didactic/custom-v0", ENTRY, {"cmp": "file", "path": None}, frozenset({"custom"}),
+register(TaskSpec("didactic/custom-v0", ENTRY, {"cmp": "file", "path": None, **DEFAULTS}, frozenset({"custom"}),
                   "a CMP read from a YAML file (task kwarg 'path'); validated on load"))

@@ -98,19 +98,14 @@ CMP_FILE_KEYS = {
 
 def load_cmp(path: str | Path) -> CMP:
     """Load and validate a CMP file (YAML or JSON with the keys of `CMP_FILE_KEYS`)."""
-    import yaml
+    from suites import yaml_strict
 
     path = Path(path)
     where = f"CMP file {path}"
     if not path.is_file():
         raise UserError(f"{where} does not exist; pass the path of a YAML file with keys "
                         f"{', '.join(CMP_FILE_KEYS)} (example: suites/didactic/cmps/four-state-chain.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"{where} is not valid YAML{at}; fix the syntax") from None
+    raw = yaml_strict.loads(path.read_text(), where)
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a mapping with keys {', '.join(CMP_FILE_KEYS)}")
     unknown = sorted(set(raw) - set(CMP_FILE_KEYS))
@@ -152,7 +147,7 @@ def validate(cmp: CMP, where: str = "CMP") -> CMP:
                         f"(states x actions of transitions)")
     if cmp.rho.shape != (S,):
         raise UserError(f"{where}: rho has shape {list(cmp.rho.shape)}, expected [{S}]")
-    for key, arr, axis_name in (("transitions", cmp.P, "P[s][a]"), ("behaviour_policy", cmp.beta, "beta[s]"),
+    for key, arr, axis_name in (("transitions", cmp.P, "P"), ("behaviour_policy", cmp.beta, "beta"),
                                 ("rho", cmp.rho[None], "rho")):
         if not np.all(np.isfinite(arr)) or np.any(arr < 0):
             raise UserError(f"{where}: {key} has negative or non-finite entries; probabilities must be >= 0")
