@@ -61,6 +61,7 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         else:
             ray.init(num_cpus=os.cpu_count(), **kwargs)
         started_here = True
+    _check_capacity(todo)
     # `kill` (SIGTERM) stops a bench as gracefully as Ctrl-C: Tune stops the trials, which keep their
     # checkpoints.  Installed after ray.init, whose own handlers would otherwise take SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -91,6 +92,22 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         m = read_manifest(run_dir(results_root, t)) or {}
         out[t.run_id] = m.get("status", "not started")
     return out
+
+
+def _check_capacity(todo: list[TrialSpec]) -> None:
+    """A trial that asks for more than the whole cluster has would wait forever: say so instead."""
+    import ray
+
+    from suites.errors import UserError
+
+    have = ray.cluster_resources()
+    for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
+        need = max(float(t.resources.get(key, 0)) for t in todo)
+        if need > have.get(ray_key, 0.0):
+            ray.shutdown()
+            raise UserError(f"each trial asks for {need:g} {ray_key}(s) but the Ray cluster has "
+                            f"{have.get(ray_key, 0.0):g}; use a smaller size (e.g. --size cpu), change "
+                            f"`resources` in the grid, or point RAY_ADDRESS at a cluster that has them")
 
 
 class _Progress:

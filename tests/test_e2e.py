@@ -120,3 +120,15 @@ def test_interrupted_bench_resumes_without_lost_or_duplicated_rows(tmp_path):
     merged = rows.merge(reference, on=key, suffixes=("", "_ref"))
     assert len(merged) == len(reference) == len(rows)
     assert (merged.value == merged.value_ref).all()
+
+
+def test_trials_asking_for_more_than_the_cluster_has_fail_clearly(tmp_path):
+    grid = tmp_path / "gpu_grid.yaml"
+    grid.write_text("suite: didactic\nsizes:\n  tiny:\n    resources: {cpu: 1, gpu: 1}\n"
+                    "    tasks: [didactic/three-state-v0]\n    algorithms: {onestep_fb: {arch: tabular, num_steps: 10}}\n")
+    out = b2fb(tmp_path, "run", "--suite", "didactic", "--size", "tiny", "--config", str(grid))
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: each trial asks for 1 GPU(s) but the Ray cluster has 0")
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "results").rglob("manifest.json"))  # nothing half-written
