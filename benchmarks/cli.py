@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_grid_args(s: argparse.ArgumentParser, grid_optional: bool = False) -> None:
     s.add_argument("--suite", required=True, help="suite name (see `b2fb list`)")
-    s.add_argument("--size", default=None if grid_optional else "cpu", choices=None,
+    s.add_argument("--size", default=None if grid_optional else "cpu",
                    help="grid size: tiny, cpu (default) or paper")
     s.add_argument("--config", type=Path, default=None, help="grid file (default: benchmarks/configs/<suite>.yaml)")
     if not grid_optional:

@@ -18,8 +18,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.config import TrialSpec
-from benchmarks.results import execute_trial, is_complete, read_manifest, run_dir
+# Before importing ray: quiet, token-free local clusters; no TensorBoard/CSV loggers (results/ is the record).
+for _key, _value in (("RAY_AUTH_MODE", "disabled"), ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),
+                     ("RAY_AIR_NEW_OUTPUT", "0"), ("RAY_DEDUP_LOGS", "0"),
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")):
+    os.environ.setdefault(_key, _value)
+
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from benchmarks.config import TrialSpec  # noqa: E402
+from benchmarks.results import execute_trial, is_complete, read_manifest, run_dir  # noqa: E402
+from suites.errors import UserError  # noqa: E402
 
 
 def pending_trials(trials: list[TrialSpec], results_root: Path) -> list[TrialSpec]:
@@ -28,8 +39,6 @@ def pending_trials(trials: list[TrialSpec], results_root: Path) -> list[TrialSpe
 
 def _trainable(config: dict[str, Any]) -> None:
     """Runs inside a Ray worker: execute one trial and forward its reports to Tune."""
-    from ray import tune
-
     trial = TrialSpec.from_dict(config["trial"])
     status = execute_trial(trial, Path(config["results_root"]), report=lambda m: tune.report(m),
                            threads=trial.resources.get("cpu", 1))
@@ -43,14 +52,6 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
     todo = pending_trials(trials, results_root)
     if not todo:
         return {}
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    import ray
-    from ray import tune
-
     started_here = False
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
@@ -70,7 +71,7 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
             r = config["trial"]["resources"]
             return {"cpu": float(r.get("cpu", 1)), "gpu": float(r.get("gpu", 0))}
 
-        callback = _Progress(todo, results_root) if show_progress else None
+        callback = TrialProgress(todo) if show_progress else None
         tuner = tune.Tuner(
             tune.with_resources(_trainable, resources),
             param_space={"trial": tune.grid_search([t.to_dict() for t in todo]),
@@ -96,10 +97,6 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
 
 def _check_capacity(todo: list[TrialSpec]) -> None:
     """A trial that asks for more than the whole cluster has would wait forever: say so instead."""
-    import ray
-
-    from suites.errors import UserError
-
     have = ray.cluster_resources()
     for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
         need = max(float(t.resources.get(key, 0)) for t in todo)
@@ -110,44 +107,35 @@ def _check_capacity(todo: list[TrialSpec]) -> None:
                             f"`resources` in the grid, or point RAY_ADDRESS at a cluster that has them")
 
 
-class _Progress:
-    """Tune callback: one progress bar over all gradient steps of the bench, in the driver."""
+class TrialProgress(tune.Callback):
+    """One progress bar over all gradient steps of the bench, in the driver."""
 
-    def __new__(cls, *args, **kwargs):
-        from ray.tune import Callback
+    def __init__(self, todo: list[TrialSpec]):
+        self.totals = {t.run_id: int(t.algo_config.get("num_steps", 1)) for t in todo}
+        self.steps = {k: 0 for k in self.totals}
+        self.done, self.n = 0, len(todo)
+        self.bar = tqdm(total=sum(self.totals.values()), unit="step", dynamic_ncols=True, file=sys.stderr,
+                        desc=f"trials 0/{self.n}", mininterval=0.5)
 
-        class Progress(Callback):
-            def __init__(self, todo: list[TrialSpec], results_root: Path):
-                from tqdm import tqdm
+    def _advance(self, run_id: str, step: int) -> None:
+        delta = max(min(step, self.totals[run_id]) - self.steps[run_id], 0)
+        self.steps[run_id] += delta
+        self.bar.update(delta)
 
-                self.totals = {t.run_id: int(t.algo_config.get("num_steps", 1)) for t in todo}
-                self.steps = {k: 0 for k in self.totals}
-                self.done = 0
-                self.n = len(todo)
-                self.bar = tqdm(total=sum(self.totals.values()), unit="step", dynamic_ncols=True, file=sys.stderr,
-                                desc=f"trials 0/{self.n}", mininterval=0.5)
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        run_id = TrialSpec.from_dict(trial.config["trial"]).run_id
+        if int(result.get("step", -1)) >= 0:
+            self._advance(run_id, int(result["step"]))
+        key = next((k for k in result if isinstance(k, str) and k.startswith("eval/")), None)
+        if key is not None:  # the first metric the task reports
+            self.bar.set_postfix_str(f"{run_id.split('--')[0]} {key}={result[key]:.3g}", refresh=False)
 
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                run_id = TrialSpec.from_dict(trial.config["trial"]).run_id
-                step = int(result.get("step", -1))
-                if step >= 0:
-                    delta = min(step, self.totals[run_id]) - self.steps[run_id]
-                    self.steps[run_id] += max(delta, 0)
-                    self.bar.update(max(delta, 0))
-                key = next((k for k in result if isinstance(k, str) and k.startswith("eval/")), None)
-                if key is not None:  # the first metric the task reports
-                    self.bar.set_postfix_str(f"{run_id.split('--')[0]} {key}={result[key]:.3g}", refresh=False)
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._advance(TrialSpec.from_dict(trial.config["trial"]).run_id, 1 << 62)
+        self.done += 1
+        self.bar.set_description(f"trials {self.done}/{self.n}")
 
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                run_id = TrialSpec.from_dict(trial.config["trial"]).run_id
-                self.bar.update(self.totals[run_id] - self.steps[run_id])
-                self.steps[run_id] = self.totals[run_id]
-                self.done += 1
-                self.bar.set_description(f"trials {self.done}/{self.n}")
+    on_trial_error = on_trial_complete
 
-            on_trial_error = on_trial_complete
-
-            def close(self):
-                self.bar.close()
-
-        return Progress(*args, **kwargs)
+    def close(self) -> None:
+        self.bar.close()

@@ -35,19 +35,28 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call `write(tmp)` on a temporary file beside `path`, then move it into place with os.replace.
+    Readers see the old file or the new one, never half of one; a failure leaves no temporary behind."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, write)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -59,16 +68,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
@@ -229,14 +229,7 @@ class RunWriter:
         import torch
 
         self.flush_scalars()          # scalars first: a crash in between only loses rows after `step`
-        fd, tmp = tempfile.mkstemp(dir=self.dir, prefix=".checkpoint.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"step": int(step), "state": state}, tmp)
-            os.replace(tmp, self.dir / CHECKPOINT)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save({"step": int(step), "state": state}, tmp))
         self._write_manifest(checkpoint_step=int(step))
 
     def load_checkpoint(self) -> dict[str, Any] | None:

@@ -14,7 +14,7 @@ import pandas as pd
 import yaml
 
 from benchmarks import stats
-from benchmarks.results import atomic_write_csv, atomic_write_text, load_index
+from benchmarks.results import atomic_write, atomic_write_csv, atomic_write_text, load_index
 from suites.errors import UserError
 
 PAPER_DIR = Path(__file__).parent / "paper"
@@ -135,11 +135,8 @@ def didactic_error_figure(scalars: pd.DataFrame, path: Path, reps: int, seed: in
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
     fig.suptitle("Error against exact ground truth (IQM over seeds, 95% bootstrap CI)", fontsize=11)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
-    tmp.replace(path)
     return path
 
 

@@ -17,6 +17,7 @@ import pytest
 from suites.didactic.cmp import load_cmp
 from suites.didactic.task import make_task
 from suites.errors import UserError
+from fixtures import TWO_STATE_CMP
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -158,15 +159,7 @@ def test_dry_run_marks_complete_runs_done(tmp_path):
 
 
 # ---- custom CMP files (validated when the task is built) --------------------------------------
-CMP = """\
-name: two-state
-gamma: 0.9
-transitions:
-  - [[0.0, 1.0], [1.0, 0.0]]
-  - [[0.0, 1.0], [0.5, 0.5]]
-behaviour_policy: [[0.5, 0.5], [0.5, 0.5]]
-rho: [0.5, 0.5]
-"""
+CMP = TWO_STATE_CMP
 
 BAD_CMPS = {
     "row_sum": (CMP.replace("[0.5, 0.5]]\nbehaviour", "[0.5, 0.4]]\nbehaviour"),

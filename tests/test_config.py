@@ -11,6 +11,7 @@ import pytest
 from algorithms.fb import onestep_fb
 from benchmarks.config import SIZES, build_config, config_hash, grid_path, load_experiment
 from suites.errors import UserError
+from fixtures import TWO_STATE_CMP
 
 # A minimal valid grid; tests patch one thing at a time into it.
 BASE = """\
@@ -24,15 +25,7 @@ sizes:
       fb: {arch: tabular, latent_dim: 10, num_steps: 10, normalize_backward: true}
 """
 
-CMP_TEXT = """\
-name: two-state
-gamma: 0.9
-transitions:
-  - [[0.0, 1.0], [1.0, 0.0]]
-  - [[0.0, 1.0], [0.5, 0.5]]
-behaviour_policy: [[0.5, 0.5], [0.5, 0.5]]
-rho: [0.5, 0.5]
-"""
+CMP_TEXT = TWO_STATE_CMP
 
 
 def write(path: Path, text: str) -> Path:
