@@ -21,16 +21,17 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]' 2>&1 \
-	  | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, ray, pandas, benchmarks" 
+	@echo "installing the pinned stack into $(VENV) (first use only; a few minutes) ..."
+	$(BIN)/pip install --disable-pip-version-check -c constraints.txt -e '.[dev]' > $(VENV)/pip.log 2>&1 \
+	  || { tail -n 40 $(VENV)/pip.log; echo "pip install failed; full log in $(VENV)/pip.log"; exit 1; }
+	$(BIN)/python -c "import torch, ray, pandas, benchmarks"
 	touch $@
 
 bench: $(STAMP)
 	$(BIN)/b2fb run --suite $(SUITE) --size $(SIZE)
 
 tables: $(STAMP)
-	$(BIN)/b2fb tables --suite $(SUITE)
+	$(BIN)/b2fb tables --suite $(SUITE) --size $(SIZE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -48,8 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("collect", help="index a suite's runs and validate them")
     _add_grid_args(s, grid_optional=True)
 
-    s = sub.add_parser("tables", help="regenerate tables and figures from results/ alone")
-    s.add_argument("--suite", required=True)
+    s = sub.add_parser("tables", help="regenerate tables and figures from results/ alone",
+                       description="Tables and figures of one experiment grid (the same grid arguments as `run`), "
+                       "read from results/ only, written to results/<suite>/tables/<size>/ and figures/<size>/.")
+    _add_grid_args(s)
     s.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
     s.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampler (default 0)")
     s.add_argument("--no-collect", action="store_true", help="use the existing index instead of re-collecting")
@@ -123,7 +125,7 @@ def cmd_run(args) -> int:
             m = read_manifest(results_root / args.suite / "runs" / run_id) or {}
             print(f"failed: {run_id}: {m.get('reason') or m.get('status', 'did not start')}", file=sys.stderr)
     if not args.no_tables:
-        _collect_and_tables(args.suite, results_root, trials, reps=2000, seed=0)
+        _collect_and_tables(args.suite, results_root, trials, args.size, reps=2000, seed=0)
     return 1 if failed else 0
 
 
@@ -140,13 +142,14 @@ def _check_tasks_build(trials) -> None:
             registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
 
 
-def _collect_and_tables(suite: str, results_root: Path, expected, reps: int, seed: int) -> None:
+def _collect_and_tables(suite: str, results_root: Path, expected, size: str, reps: int, seed: int,
+                        collect_first: bool = True) -> None:
     from benchmarks.results import collect
     from benchmarks.tables import build_tables
 
-    summary = collect(results_root, suite, expected)
-    _print_collect(summary)
-    paths = build_tables(suite, results_root, reps=reps, seed=seed)
+    if collect_first:
+        _print_collect(collect(results_root, suite, expected))
+    paths = build_tables(suite, results_root, {t.run_id for t in expected}, size, reps=reps, seed=seed)
     print("Tables and figures:")
     for p in paths:
         print(f"  {p}")
@@ -175,17 +178,13 @@ def cmd_collect(args) -> int:
 
 
 def cmd_tables(args) -> int:
-    from benchmarks.results import collect
-    from benchmarks.tables import build_tables
-    from suites import registry
+    from benchmarks.config import load_experiment
 
-    registry.load_suite(args.suite)
     if args.reps < 1:
         raise UserError(f"--reps must be at least 1, got {args.reps}")
-    if not args.no_collect:
-        _print_collect(collect(args.results_dir.resolve(), args.suite))
-    for p in build_tables(args.suite, args.results_dir.resolve(), reps=args.reps, seed=args.bootstrap_seed):
-        print(p)
+    exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks)
+    _collect_and_tables(args.suite, args.results_dir.resolve(), exp.trials(), args.size, reps=args.reps,
+                        seed=args.bootstrap_seed, collect_first=not args.no_collect)
     return 0
 
 

@@ -64,12 +64,8 @@ DIDACTIC_METRICS = [  # (metric, column title, paper key, formatter)
 METHOD_NAMES = {"fb": "FB", "onestep_fb": "one-step FB", "fb_zheng": "FB (Zheng)"}
 
 
-def didactic_tables(results_root: Path, reps: int, seed: int) -> list[Path]:
-    runs, scalars, _ = load_index(results_root, "didactic")
-    if scalars.empty:
-        raise UserError("the didactic index holds no finished runs; run `make bench SUITE=didactic` first")
-    out_tables = Path(results_root) / "didactic" / "tables"
-    out_figs = Path(results_root) / "didactic" / "figures"
+def didactic_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+                    ) -> list[Path]:
     paper = paper_values("didactic").get("final_errors", {})
     final = final_eval(scalars)
     display_rows, raw_rows = [], []
@@ -96,7 +92,9 @@ def didactic_tables(results_root: Path, reps: int, seed: int) -> list[Path]:
               f"seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}. Final checkpoint, not the best. "
               f"Paper columns: approximate final errors read off the one-step FB paper's website figure "
               f"(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
-              f"ours is in benchmarks/configs/didactic.yaml.")
+              f"ours is in benchmarks/configs/didactic.yaml."
+              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed (see `b2fb collect`)."
+                 if missing else ""))
     paths = write_table(frame, pd.DataFrame(raw_rows), out_tables, "didactic_errors",
                         "Didactic CMPs: final errors against exact ground truth", footer)
     paths.append(didactic_error_figure(scalars, out_figs / "didactic_error_vs_steps.png", reps, seed))
@@ -143,9 +141,20 @@ def didactic_error_figure(scalars: pd.DataFrame, path: Path, reps: int, seed: in
 TABLE_BUILDERS = {"didactic": didactic_tables}
 
 
-def build_tables(suite: str, results_root: Path, reps: int = stats.DEFAULT_REPS, seed: int = stats.DEFAULT_SEED
-                 ) -> list[Path]:
+def build_tables(suite: str, results_root: Path, run_ids: set[str], label: str, reps: int = stats.DEFAULT_REPS,
+                 seed: int = stats.DEFAULT_SEED) -> list[Path]:
+    """Tables and figures of ONE experiment grid (its run ids), under tables/<label>/ and figures/<label>/.
+
+    Runs of other sizes or other configs in the same index never enter these cells.
+    """
     if suite not in TABLE_BUILDERS:
         raise UserError(f"no tables are defined for suite {suite!r} yet; suites with tables: "
                         f"{', '.join(TABLE_BUILDERS)}")
-    return TABLE_BUILDERS[suite](Path(results_root), reps, seed)
+    _, scalars, _ = load_index(results_root, suite)
+    scalars = scalars[scalars.run_id.isin(run_ids)]
+    if scalars.empty:
+        raise UserError(f"no finished runs of the {label} grid of suite {suite!r} in {results_root}; "
+                        f"run `b2fb run --suite {suite} --size {label}` first")
+    missing = len(set(run_ids) - set(scalars.run_id))
+    root = Path(results_root) / suite
+    return TABLE_BUILDERS[suite](scalars, root / "tables" / label, root / "figures" / label, missing, reps, seed)

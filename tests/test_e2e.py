@@ -46,13 +46,13 @@ def test_tiny_bench_runs_every_trial_and_builds_tables(bench):
         keys = [(r["step"], r["split"], r["metric"]) for r in rows]
         assert len(keys) == len(set(keys))
         assert len(pd.read_parquet(run / "samples.parquet")) == 8  # one row per evaluation reward
-    table = tmp / "results" / "didactic" / "tables" / "didactic_errors.md"
+    table = tmp / "results" / "didactic" / "tables" / "tiny" / "didactic_errors.md"
     assert str(table) in first.stdout  # the run ends by printing where the tables are
     text = table.read_text()
     assert "one-step FB" in text and "| FB " in text and "reps=2000" in text and "paper, approx." in text
     for ext in ("tex", "csv"):
         assert (table.with_suffix(f".{ext}")).is_file()
-    assert (tmp / "results" / "didactic" / "figures" / "didactic_error_vs_steps.png").stat().st_size > 10_000
+    assert (tmp / "results" / "didactic" / "figures" / "tiny" / "didactic_error_vs_steps.png").stat().st_size > 10_000
 
 
 def test_rerun_skips_complete_runs_and_trains_nothing(bench):
@@ -68,11 +68,27 @@ def test_rerun_skips_complete_runs_and_trains_nothing(bench):
 
 def test_tables_regenerate_identically_from_results(bench):
     tmp, _ = bench
-    table = tmp / "results" / "didactic" / "tables" / "didactic_errors.md"
+    table = tmp / "results" / "didactic" / "tables" / "tiny" / "didactic_errors.md"
     before = table.read_text()
-    out = b2fb(tmp, "tables", "--suite", "didactic")
+    out = b2fb(tmp, "tables", "--suite", "didactic", "--size", "tiny", *SHORT)
     assert out.returncode == 0, out.stderr[-2000:]
     assert table.read_text() == before
+
+
+def test_tables_of_one_grid_ignore_runs_of_another(bench):
+    """Runs of another size or config in the same results/ never enter a grid's table cells."""
+    tmp, _ = bench
+    other = b2fb(tmp, "run", "--suite", "didactic", "--size", "tiny", "--algos", "onestep_fb", "--tasks",
+                 "didactic/three-state-v0", "--set", "onestep_fb.num_steps=300", "--no-tables")
+    assert other.returncode == 0, other.stderr[-2000:]
+    out = b2fb(tmp, "tables", "--suite", "didactic", "--size", "tiny", *SHORT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    raw = pd.read_csv(tmp / "results" / "didactic" / "tables" / "tiny" / "didactic_errors.csv")
+    assert set(raw.seeds) == {1} and set(raw.step) <= {600, 200}  # only the SHORT grid's runs
+    missing = b2fb(tmp, "tables", "--suite", "didactic", "--size", "tiny", "--seeds", "2", *SHORT)
+    assert missing.returncode == 0
+    text = (tmp / "results" / "didactic" / "tables" / "tiny" / "didactic_errors.md").read_text()
+    assert "INCOMPLETE: 4 runs of this grid are missing" in text
 
 
 def test_interrupted_bench_resumes_without_lost_or_duplicated_rows(tmp_path):
