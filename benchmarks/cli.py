@@ -83,8 +83,9 @@ def cmd_list(args) -> int:
     if not args.suite and args.tags:
         specs = tuple(s for s in specs if set(args.tags) <= s.tags)
     print("Tasks:")
+    width = max((len(s.id) for s in specs), default=0)
     for s in specs:
-        print(f"  {s.id:<32} [{', '.join(sorted(s.tags))}]  {s.description}")
+        print(f"  {s.id:<{width}}  [{', '.join(sorted(s.tags))}]  {s.description}")
     print("Algorithms:")
     for a in algos.all_algorithms():
         if args.suite and args.suite not in a.suites:

@@ -26,6 +26,7 @@ ID_PATTERN = re.compile(r"^(?P<suite>[a-z0-9_]+)/(?P<name>[a-z0-9_\-]+)-v(?P<ver
 # Suites known to the project: name -> module that registers its tasks on import.
 SUITE_MODULES: dict[str, str] = {
     "didactic": "suites.didactic",
+    "dmc": "suites.dmc",
 }
 
 

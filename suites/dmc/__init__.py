@@ -1,0 +1,39 @@
+"""DeepMind Control suite: the zero-shot tasks of ExORL / the one-step FB paper (fb.md §5-6).
+
+Tasks (registered here, built lazily by `suites.dmc.task:make_task`; ids use hyphens):
+  walker      flip, run, stand, walk                         1000 steps x 0.025 s
+  cheetah     run, run_backward, walk, walk_backward         1000 steps x 0.01 s
+  quadruped   jump, run, stand, walk                         1000 steps x 0.02 s
+  jaco        reach_{top,bottom}_{left,right}                 250 steps x 0.04 s
+  point_mass_maze  reach_{top,bottom}_{left,right}           1000 steps x 0.02 s  (Touati et al.;
+                                                             not in the one-step FB grid)
+e.g. `dmc/walker-flip-v0`, `dmc/cheetah-run-backward-v0`, `dmc/point-mass-maze-reach-top-left-v0`.
+Tags: the 16 paper tasks carry {exorl, paper, cpu, state, <domain>}; the maze tasks {touati, state,
+point_mass_maze}.
+
+Modules (every heavy import lives there; this file imports only the registry):
+  domains.py       the domains and tasks as plain data (dims, episode lengths, descriptions)
+  rewards.py       every task's reward as a function of physics (point_mass_maze: physics and action)
+  envs.py          per-domain dm_control environments; `DMCEnv` (flat float32 obs, actions in [-1, 1])
+  jaco.py          the Jaco reach task on dm_control's composer arm (fixed targets)
+  maze.py          the point-mass maze (model: point_mass_maze.xml)
+  relabel.py       rewards of every task of a domain from stored physics states
+  task.py          the registry entry point, `DMCTask`
+  gym.py           `import suites.dmc.gym` registers every task with gymnasium:
+                       import gymnasium, suites.dmc.gym
+                       env = gymnasium.make("b2fb/dmc-walker-flip-v0")
+Set `MUJOCO_GL=egl` before anything imports dm_control (the Makefile does).
+"""
+from suites.dmc.domains import DESCRIPTIONS, DOMAINS, task_id
+from suites.registry import TaskSpec, register
+
+ENTRY = "suites.dmc.task:make_task"
+
+for _domain in DOMAINS.values():
+    if _domain.group == "exorl":
+        _tags = {"exorl", "paper", "cpu", "state", _domain.name}
+    else:
+        _tags = {"touati", "state", _domain.name}
+    for _task in _domain.tasks:
+        register(TaskSpec(task_id(_domain.name, _task), ENTRY, {"domain": _domain.name, "task": _task},
+                          frozenset(_tags), DESCRIPTIONS[(_domain.name, _task)]))
