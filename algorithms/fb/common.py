@@ -72,12 +72,6 @@ def check_positive(cfg: Any, *names: str) -> None:
             raise UserError(f"{type(cfg).__module__}.Config: {name} must be positive, got {getattr(cfg, name)!r}")
 
 
-def require_discrete(task: Any, algorithm: str) -> None:
-    if not getattr(task, "discrete_actions", False):
-        raise UserError(f"{algorithm} currently supports discrete-action tasks only (the didactic suite); "
-                        f"the continuous-action actor arrives with the dmc suite")
-
-
 LR_SCHEDULES = ("constant", "cosine")
 
 

@@ -6,7 +6,8 @@ losses are summed.
 F(s, a, z) is trained for every latent z at once to be the successor measure of pi_z, the policy
 that is greedy for F(., z)^T z.  For discrete actions (the didactic suite) pi_z is that exact argmax
 over actions, taken on the online F with the pessimistic min over heads: the discrete analogue of
-controllable_agent's actor, which maximises min(F1^T z, F2^T z).
+controllable_agent's actor.  For continuous actions pi_z is that actor: a tanh policy with truncated-
+normal noise (std 0.2, clip 0.3), trained after each FB step to maximise min(F1^T z, F2^T z).
 
 Read top to bottom: Config -> FB (networks, latents, update = the FB loss, inference, policy) -> run().
 """
@@ -20,9 +21,9 @@ from torch import nn
 
 from algorithms.fb import losses
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
-                                  check_choices, check_positive, frozen_copy, polyak_update, require_discrete,
-                                  resolve_dtype, train_and_evaluate)
-from algorithms.fb.networks import ARCHS, build_map, map_inputs
+                                  check_choices, check_positive, frozen_copy, polyak_update, resolve_dtype,
+                                  train_and_evaluate)
+from algorithms.fb.networks import ARCHS, TwoStreamActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
 
@@ -59,12 +60,22 @@ class Config:
     """How target heads combine in the TD target: 'min' (reference) or 'mean'."""
     q_agg: str = "min"
     """How heads combine in Q for the policy and for predictions."""
-    arch: str = "mlp"
-    """'mlp', or 'tabular' for one-hot inputs (didactic): tabular in (s, a), linear in z."""
-    forward_hidden: tuple[int, ...] = (1024, 1024)
-    """Hidden widths of F (mlp only)."""
+    arch: str = "two_stream"
+    """'two_stream' (controllable_agent's F(s, a, z); B an mlp), 'mlp', or 'tabular' for one-hot inputs
+    (didactic): tabular in (s, a), linear in z."""
+    forward_hidden: tuple[int, ...] = (1024, 512)
+    """F widths: (hidden, feature) for two_stream (`hidden_dim`, `feature_dim`); hidden widths for mlp."""
     backward_hidden: tuple[int, ...] = (256, 256)
-    """Hidden widths of B (mlp only)."""
+    """Hidden widths of B (`backward_hidden_dim`; the code default 526 is commented "512", Meta Motivo's
+    DMC example uses 256, fb.md §2.1)."""
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor (continuous actions only)."""
+    actor_hidden: tuple[int, ...] = (1024, 512)
+    """Actor widths (hidden, feature), two-stream like F."""
+    actor_std: float = 0.2
+    """Std of the actor's truncated-normal noise (`stddev_schedule`), for TD targets and the actor loss."""
+    actor_std_clip: float = 0.3
+    """The noise is clipped to +-this (`stddev_clip`)."""
     dtype: str = "float32"
     """'float32' or 'float64'."""
     log_every: int = 1000
@@ -94,10 +105,15 @@ class FB(nn.Module):
                                      heads=cfg.forward_heads, hidden=cfg.forward_hidden)     # F_e(s, a, z)
         self.backward_net = build_map(cfg.arch, obs_dim, 0, d, uses_action=False,
                                       hidden=cfg.backward_hidden)                           # B(s')
+        # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
+        self.actor = (None if n_actions else
+                      TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
         self.optimizer = torch.optim.Adam([*self.forward_net.parameters(), *self.backward_net.parameters()],
                                           lr=cfg.lr)
+        self.actor_optimizer = (torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+                                if self.actor is not None else None)
 
     # ---- maps ---------------------------------------------------------------------------------
     def F(self, obs, action, z, net=None):
@@ -115,6 +131,19 @@ class FB(nn.Module):
         best = q.reshape(-1, self.n_actions).argmax(1)
         return torch.nn.functional.one_hot(best, self.n_actions).to(obs.dtype)
 
+    def actor_sample(self, obs, z, generator):
+        """a = clip(tanh(mu(s, z)) + clip(eps, -c, c), -1, 1), eps ~ N(0, std^2); the gradient flows through
+        the clip to the bounds (controllable_agent's TruncatedNormal.sample)."""
+        mean = self.actor(obs, z)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * self.cfg.actor_std
+        action = mean + noise.clamp(-self.cfg.actor_std_clip, self.cfg.actor_std_clip)
+        bounded = action.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        return action - action.detach() + bounded.detach()
+
+    def policy_action(self, obs, z, generator):
+        """Next actions for the TD target: exact greedy (discrete) or the noisy actor (continuous)."""
+        return self.greedy_action(obs, z) if self.actor is None else self.actor_sample(obs, z, generator)
+
     # ---- one gradient step: the FB loss --------------------------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         b = batch_to(batch, self.dtype)
@@ -130,7 +159,7 @@ class FB(nn.Module):
         obs, act, nxt = (t.repeat(k, 1) for t in (b.obs, b.action, b.next_obs))
         zf = z.reshape(k * n, d)
         with torch.no_grad():  # target: min_e F_bar_e(s', pi_z(s'), z)^T B_bar(g_j)
-            next_act = self.greedy_action(nxt, zf)
+            next_act = self.policy_action(nxt, zf, generator)
             target_F = self.F(nxt, next_act, zf, self.target_forward).reshape(-1, k, n, d)
             target_M = aggregate_heads(torch.einsum("eknd,md->eknm", target_F,
                                                     self.B(b.next_obs, self.target_backward)), cfg.target_agg)
@@ -143,10 +172,19 @@ class FB(nn.Module):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        logs = {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
+                "orthonormality": ortho.detach()}
+        if self.actor is not None:  # actor step on the updated F: maximise min_e F_e(s, pi(s, z), z)^T z
+            q = aggregate_heads(torch.einsum("end,nd->en", self.F(obs, self.actor_sample(obs, zf, generator), zf), zf),
+                                cfg.q_agg)
+            actor_loss = -q.mean()
+            self.actor_optimizer.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_optimizer.step()
+            logs["actor_loss"] = actor_loss.detach()
         polyak_update(self.target_forward, self.forward_net, cfg.tau)
         polyak_update(self.target_backward, self.backward_net, cfg.tau)
-        return {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
-                "orthonormality": ortho.detach()}
+        return logs
 
     # ---- zero-shot inference and the policy ----------------------------------------------------
     @torch.no_grad()
@@ -173,21 +211,27 @@ class FB(nn.Module):
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
+        """The evaluation action: the greedy action index (discrete) or the actor's mean tanh(mu) (continuous)."""
         obs = obs.to(self.dtype)
-        return self.greedy_action(obs, self._policy_latent(z, obs.shape[0])).argmax(1)
+        z_hat = self._policy_latent(z, obs.shape[0])
+        return self.greedy_action(obs, z_hat).argmax(1) if self.actor is None else self.actor(obs, z_hat)
 
     def state_dict(self, *args, **kwargs) -> dict[str, Any]:
-        return {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
+        out = {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
+        if self.actor_optimizer is not None:
+            out["actor_optimizer"] = self.actor_optimizer.state_dict()
+        return out
 
     def load_state_dict(self, state: dict[str, Any], strict: bool = True):
         super().load_state_dict(state["nets"], strict=strict)
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.actor_optimizer is not None:
+            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:
     """Adapter entry point: train on the task's reward-free data, evaluate zero-shot, write results."""
-    require_discrete(task, "fb")
     torch.manual_seed(run.seed)
     gamma = task.gamma if cfg.discount is None else cfg.discount
-    agent = FB(cfg, task.obs_dim, task.action_dim, task.n_actions, gamma)
+    agent = FB(cfg, task.obs_dim, task.action_dim, task.n_actions if task.discrete_actions else 0, gamma)
     train_and_evaluate(agent, task, cfg, run)

@@ -4,14 +4,16 @@ All Rewards?"), a torch port of the semantics of the reference `agents/onestep_f
 Two changes from FB make the representation a plain policy evaluation of the data:
   1. F has no latent input: F(s, a) is the successor measure of the behaviour policy beta;
   2. SARSA target: the next action a' is the dataset's next action, so no actor enters Eq. 12.
-The policy is then a z-conditioned one-step greedy improvement of beta: argmax_a F(s, a)^T z
-(discrete actions).  Zheng convention throughout (losses.py): B(s, a), (1 - gamma) positives.
+The policy is then a z-conditioned one-step greedy improvement of beta: argmax_a F(s, a)^T z for
+discrete actions; for continuous actions an actor trained on the same step to maximise F(s, a)^T z
+(normalised), optionally with behaviour cloning (Eq. 13).  Zheng convention throughout (losses.py): B(s, a), (1 - gamma) positives.
 
 Read top to bottom: Config -> OneStepFB (networks, update = Eq. 12, inference, policy) -> run().
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -19,9 +21,9 @@ from torch import nn
 
 from algorithms.fb import losses
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
-                                  check_choices, check_positive, frozen_copy, polyak_update, require_discrete,
-                                  resolve_dtype, train_and_evaluate)
-from algorithms.fb.networks import ARCHS, build_map, map_inputs
+                                  check_choices, check_positive, frozen_copy, polyak_update, resolve_dtype,
+                                  train_and_evaluate)
+from algorithms.fb.networks import ACTIVATIONS, ARCHS, GaussianActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
 
@@ -34,7 +36,7 @@ class Config:
     batch_size: int = 1024
     """Transitions per step.  Ignored when the task hands out its whole weighted support (didactic 'exact')."""
     lr: float = 1e-4
-    """Adam learning rate for F and B."""
+    """Adam learning rate for F, B and the actor (one optimiser, as the reference)."""
     lr_schedule: str = "constant"
     """'constant' (the reference) or 'cosine' (decay to 0 over num_steps; removes Adam's noise floor)."""
     latent_dim: int = 128
@@ -52,7 +54,8 @@ class Config:
     q_agg: str = "min"
     """How heads combine in Q for the policy: 'mean' or 'min'."""
     latent_mix_prob: float = 0.5
-    """Share of training latents taken from projected B of batch goals (only the actor uses latents)."""
+    """Share of training latents that are Gaussian directions; the rest are projected B(s, a) of batch rows
+    (the reference's `jnp.where(u < latent_mix_prob, gaussian, B)`).  Only the actor uses latents."""
     reward_temperature: float = 10.0
     """T in the inference weights softmax(T r); 0 gives the plain E[r B]."""
     arch: str = "mlp"
@@ -61,6 +64,24 @@ class Config:
     """Hidden widths of F (mlp only)."""
     backward_hidden: tuple[int, ...] = (512, 512, 512, 512)
     """Hidden widths of B (mlp only)."""
+    actor_hidden: tuple[int, ...] = (512, 512, 512, 512)
+    """Hidden widths of the actor (continuous actions only)."""
+    activation: str = "gelu"
+    """Activation of the middle layers of F, B and the actor ('relu' in the reference's ExORL commands)."""
+    forward_layer_norm: bool = True
+    """LayerNorm after the first layer of F (the reference's key is the typo `fackward_repr_layer_norm`)."""
+    backward_layer_norm: bool = True
+    """LayerNorm after the first layer of B."""
+    actor_layer_norm: bool = False
+    """LayerNorm after the first layer of the actor."""
+    alpha: float = 1.0
+    """Weight of the behaviour-cloning term -log pi(a_data | s, z) (0 in the ExORL commands)."""
+    tanh_squash: bool = True
+    """Squash the actor's Gaussian with tanh (False in the ExORL commands)."""
+    normalize_q_loss: bool = True
+    """Divide the actor's Q loss by stop_gradient(mean |Q|)."""
+    actor_mean_init_scale: float = 0.01
+    """Initial scale of the actor's mean layer (`actor_fc_scale`).  The std is constant 1 (`const_std`)."""
     dtype: str = "float32"
     """'float32' or 'float64' for parameters and losses."""
     log_every: int = 1000
@@ -71,8 +92,8 @@ class Config:
     """Save a resumable checkpoint every this many steps."""
 
     def __post_init__(self):
-        check_choices(self, arch=ARCHS, dtype=tuple(DTYPES), lr_schedule=LR_SCHEDULES,
-                      repr_agg=("mean", "min"), q_agg=("mean", "min"))
+        check_choices(self, arch=ARCHS[:2], dtype=tuple(DTYPES), lr_schedule=LR_SCHEDULES,
+                      repr_agg=("mean", "min"), q_agg=("mean", "min"), activation=tuple(ACTIVATIONS))
         check_positive(self, "num_steps", "batch_size", "lr", "latent_dim", "forward_heads", "log_every",
                        "eval_every", "checkpoint_every")
 
@@ -86,13 +107,19 @@ class OneStepFB(nn.Module):
         self.cfg, self.n_actions, self.gamma = cfg, n_actions, gamma
         self.dtype = resolve_dtype(cfg.dtype)
         d = cfg.latent_dim
-        self.forward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
-                                     heads=cfg.forward_heads, hidden=cfg.forward_hidden)      # F_e(s, a)
+        mlp = dict(activation=cfg.activation, init="xavier", ln_eps=1e-6)  # flax defaults of the reference
+        self.forward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, heads=cfg.forward_heads,
+                                     hidden=cfg.forward_hidden, layer_norm=cfg.forward_layer_norm, **mlp)  # F_e(s, a)
         self.backward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
-                                      hidden=cfg.backward_hidden)                            # B(s, a)
+                                      hidden=cfg.backward_hidden, layer_norm=cfg.backward_layer_norm, **mlp)  # B(s, a)
+        # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
+        self.actor = (None if n_actions else
+                      GaussianActor(obs_dim, d, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, cfg.activation,
+                                    cfg.tanh_squash, cfg.actor_mean_init_scale))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
-        self.optimizer = torch.optim.Adam([*self.forward_net.parameters(), *self.backward_net.parameters()],
+        params = [*self.forward_net.parameters(), *self.backward_net.parameters()]
+        self.optimizer = torch.optim.Adam(params + ([] if self.actor is None else [*self.actor.parameters()]),
                                           lr=cfg.lr)
 
     # ---- maps ---------------------------------------------------------------------------------
@@ -116,13 +143,47 @@ class OneStepFB(nn.Module):
         fb_loss, parts = losses.successor_loss(M, target_M, self.gamma, "zheng", b.weight)
         ortho = losses.orthonormality_loss(B, "zheng", b.weight)
         loss = fb_loss + cfg.orthonorm_coeff * ortho
+        logs = {"fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"], "orthonormality": ortho.detach()}
+        if self.actor is not None:  # Eq. 13, on the same parameters, in the same optimiser step
+            actor_loss, actor_logs = self.actor_loss(b, generator)
+            loss = loss + actor_loss
+            logs.update(actor_logs)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         polyak_update(self.target_forward, self.forward_net, cfg.tau)
         polyak_update(self.target_backward, self.backward_net, cfg.tau)
-        return {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
-                "orthonormality": ortho.detach()}
+        return {"loss": loss.detach(), **logs}
+
+    # ---- the one step of policy improvement, Eq. 13 (continuous actions) -------------------------
+    def actor_loss(self, b: TransitionBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+        """-Q_z(s, pi(s, z)) / stop_grad(mean |Q|) + alpha * (-log pi(a_data | s, z)), with
+        Q_z(s, a) = agg_e F_e(s, a)^T z and F held fixed (no gradient into F from this loss)."""
+        cfg, n = self.cfg, len(b)
+        with torch.no_grad():
+            goal_B = self.B(b.obs, b.action)
+        z = losses.sample_latents(n, cfg.latent_dim, generator, 1.0 - cfg.latent_mix_prob, goal_B, None, self.dtype)
+        action = self.actor(b.obs, z).clamp(-1.0, 1.0)            # the mode (const_std), clipped
+        frozen_F = {k: v.detach() for k, v in self.forward_net.named_parameters()}
+        F = torch.func.functional_call(self.forward_net, frozen_F, (map_inputs(cfg.arch, b.obs, action),))
+        q = aggregate_heads(torch.einsum("end,nd->en", F, z), cfg.q_agg)
+        q_loss = -q.mean()
+        if cfg.normalize_q_loss:
+            q_loss = q_loss / q.abs().mean().detach()
+        bc_loss = -self.log_prob(b.obs, z, b.action).mean()
+        return q_loss + cfg.alpha * bc_loss, {"actor_q_loss": q_loss.detach(), "actor_bc_loss": bc_loss.detach(),
+                                              "actor_q": q.mean().detach()}
+
+    def log_prob(self, obs, z, action):
+        """log pi(a | s, z) of the actor's Gaussian N(mu, I) (through tanh when tanh_squash)."""
+        mu = self.actor.pre_squash_mean(obs, z)
+        if self.cfg.tanh_squash:
+            a = action.clamp(-1 + 1e-6, 1 - 1e-6)
+            u = torch.atanh(a)
+            jacobian = torch.log1p(-a.pow(2)).sum(-1)
+        else:
+            u, jacobian = action, 0.0
+        return -0.5 * (u - mu).pow(2).sum(-1) - 0.5 * mu.shape[-1] * math.log(2 * math.pi) - jacobian
 
     # ---- zero-shot inference and the one-step policy -------------------------------------------
     @torch.no_grad()
@@ -145,9 +206,14 @@ class OneStepFB(nn.Module):
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
-        """argmax_a Q^beta_z(s, a): the one-step policy improvement (discrete actions)."""
-        all_obs, all_act = all_actions_for(obs.to(self.dtype), self.n_actions)
-        return self.predict_q(all_obs, all_act, z).reshape(-1, self.n_actions).argmax(1)
+        """Discrete: argmax_a Q^beta_z(s, a), the one-step policy improvement.  Continuous: the actor's mode,
+        clipped to [-1, 1] (evaluation temperature 0), with z projected to the sqrt(d) sphere."""
+        obs = obs.to(self.dtype)
+        if self.actor is None:
+            all_obs, all_act = all_actions_for(obs, self.n_actions)
+            return self.predict_q(all_obs, all_act, z).reshape(-1, self.n_actions).argmax(1)
+        z_hat = losses.project_to_sphere(z.to(self.dtype))[None].expand(obs.shape[0], -1)
+        return self.actor(obs, z_hat).clamp(-1.0, 1.0)
 
     def state_dict(self, *args, **kwargs) -> dict[str, Any]:
         return {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
@@ -159,8 +225,7 @@ class OneStepFB(nn.Module):
 
 def run(task: Any, cfg: Config, run: Any) -> None:
     """Adapter entry point: train on the task's reward-free data, evaluate zero-shot, write results."""
-    require_discrete(task, "onestep_fb")
     torch.manual_seed(run.seed)
     gamma = task.gamma if cfg.discount is None else cfg.discount
-    agent = OneStepFB(cfg, task.obs_dim, task.action_dim, task.n_actions, gamma)
+    agent = OneStepFB(cfg, task.obs_dim, task.action_dim, task.n_actions if task.discrete_actions else 0, gamma)
     train_and_evaluate(agent, task, cfg, run)
