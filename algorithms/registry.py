@@ -23,6 +23,8 @@ class AlgorithmSpec:
     module: str
     suites: frozenset[str]
     description: str
+    defaults: tuple[tuple[str, object], ...] = ()
+    """Config values this name fixes before the grid's (one module can serve several names)."""
 
     def load(self) -> ModuleType:
         return importlib.import_module(self.module)
@@ -31,10 +33,14 @@ class AlgorithmSpec:
 _ALGORITHMS = {
     spec.name: spec
     for spec in (
-        AlgorithmSpec("fb", "algorithms.fb.fb", frozenset({"didactic"}),
+        AlgorithmSpec("fb", "algorithms.fb.fb", frozenset({"didactic", "dmc"}),
                       "FB, Touati et al. (controllable_agent semantics)"),
-        AlgorithmSpec("onestep_fb", "algorithms.fb.onestep_fb", frozenset({"didactic"}),
+        AlgorithmSpec("onestep_fb", "algorithms.fb.onestep_fb", frozenset({"didactic", "dmc"}),
                       "one-step FB, Zheng et al. (onestep-fb semantics)"),
+        AlgorithmSpec("uniform_random", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),
+                      "baseline: uniform-random actions (trains nothing)", (("policy", "random"),)),
+        AlgorithmSpec("zero_action", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),
+                      "baseline: the zero action (trains nothing)", (("policy", "zero"),)),
     )
 }
 

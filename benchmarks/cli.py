@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-tables", action="store_true", help="skip collect + tables after running")
     s.add_argument("--dry-run", action="store_true", help="print the trials and whether each is complete; run nothing")
 
-    s = sub.add_parser("collect", help="index a suite's runs and validate them")
+    s = sub.add_parser("collect", help="index a suite's runs and validate them; with --domain instead: collect a "
+                       "reward-free dmc dataset (see `b2fb collect --domain walker --help`)")
     _add_grid_args(s, grid_optional=True)
 
     s = sub.add_parser("tables", help="regenerate tables and figures from results/ alone",
@@ -98,9 +99,10 @@ def cmd_run(args) -> int:
     from benchmarks.config import load_experiment
     from benchmarks.results import is_complete
 
-    exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks)
+    exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks,
+                          data_root=args.data_dir)
     trials = exp.trials()
-    _check_tasks_build(trials)
+    _check_tasks_build(trials, prepare=not args.dry_run)
     results_root = args.results_dir.resolve()
     todo = [t for t in trials if not is_complete(results_root, t)]
     print(f"{args.suite} / {args.size}: {len(trials)} trials ({len(trials) - len(todo)} complete, "
@@ -130,9 +132,10 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _check_tasks_build(trials) -> None:
+def _check_tasks_build(trials, prepare: bool) -> None:
     """Build each distinct task once in the driver, so a bad input file (e.g. a custom CMP) is one clear
-    error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily."""
+    error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily.
+    With `prepare`, tasks that need data make it now, once, with the whole machine (e.g. dmc collection)."""
     from suites import registry
 
     seen = set()
@@ -140,7 +143,9 @@ def _check_tasks_build(trials) -> None:
         key = (t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items())))
         if key not in seen:
             seen.add(key)
-            registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
+            task = registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
+            if prepare and hasattr(task, "prepare"):
+                task.prepare()
 
 
 def _collect_and_tables(suite: str, results_root: Path, expected, size: str, reps: int, seed: int,
@@ -183,7 +188,8 @@ def cmd_tables(args) -> int:
 
     if args.reps < 1:
         raise UserError(f"--reps must be at least 1, got {args.reps}")
-    exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks)
+    exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks,
+                          data_root=args.data_dir)
     _collect_and_tables(args.suite, args.results_dir.resolve(), exp.trials(), args.size, reps=args.reps,
                         seed=args.bootstrap_seed, collect_first=not args.no_collect)
     return 0
@@ -202,10 +208,25 @@ def cmd_perf(args) -> int:
 COMMANDS = {"list": cmd_list, "run": cmd_run, "collect": cmd_collect, "tables": cmd_tables, "perf": cmd_perf}
 
 
+def _collect_data(argv: list[str]) -> int:
+    """`b2fb [--data-dir D] collect --domain ...`: reward-free dmc data collection (suites/dmc/collect.py).
+    `b2fb collect --suite ...` indexes results instead."""
+    from suites.dmc.collect import main_collect
+
+    rest = list(argv[argv.index("collect") + 1:])
+    top = argv[:argv.index("collect")]
+    if "--data-dir" in top and "--data-dir" not in rest:
+        i = top.index("--data-dir")
+        rest += top[i:i + 2]
+    return main_collect([a for a in rest if a != "--debug"])
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
+        if "collect" in argv and "--domain" in argv[argv.index("collect"):]:
+            return _collect_data(argv)
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
     except UserError as err:

@@ -12,6 +12,8 @@ and each size holds
     tasks:       task ids, or {id: <task id>, kwargs: {...}} to change a task's entry-point kwargs
                  (paths inside kwargs are relative to the grid file)
     algorithms:  {<algorithm>: {<Config field>: value, ...}}; an algorithm not listed does not run
+    per_task:    {<task id>: {<algorithm>: {<Config field>: value}}}: per-task values on top of
+                 `algorithms` (e.g. the papers' per-domain hyperparameters); `--set` still wins
     resources:   per-trial {cpu: N, gpu: G}; the same file schedules GPU trials on a cluster
     max_concurrent: trials at once (null: as many as the resources allow)
 
@@ -38,9 +40,10 @@ from suites.registry import did_you_mean
 CONFIG_DIR = Path(__file__).parent / "configs"
 SIZES = ("tiny", "cpu", "paper")
 TOP_KEYS = ("suite", "description", "common", "sizes")
-SIZE_KEYS = ("seeds", "tasks", "algorithms", "resources", "max_concurrent")
+SIZE_KEYS = ("seeds", "tasks", "algorithms", "per_task", "resources", "max_concurrent")
 RESOURCE_KEYS = ("cpu", "gpu")
-PATH_KWARGS = ("path", "data_dir", "dataset_dir", "model_dir")
+PATH_KWARGS = ("path", "dataset", "data_dir", "dataset_dir", "model_dir")
+LOCATION_KWARGS = ("data_root",)  # where data lives on this machine: not part of a run's identity
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,16 +79,20 @@ class Experiment:
     source: Path
     seeds: list[int]
     tasks: list[tuple[str, dict[str, Any]]]
-    algorithms: dict[str, Any]           # name -> Config instance
+    algorithms: dict[str, Any]           # name -> Config instance (before per-task values)
     resources: dict[str, float]
     max_concurrent: int | None
+    data_root: Path | None = None
+    task_configs: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)  # (name, task) -> Config
 
     def trials(self) -> list[TrialSpec]:
         out = []
-        for name, cfg in self.algorithms.items():
-            cfg_dict = _jsonable(dataclasses.asdict(cfg))
+        for name, base in self.algorithms.items():
             for task_id, kwargs in self.tasks:
+                cfg_dict = _jsonable(dataclasses.asdict(self.task_configs.get((name, task_id), base)))
                 h = config_hash(self.suite, name, cfg_dict, task_id, kwargs)
+                if "data_root" in kwargs and kwargs["data_root"] is None and self.data_root is not None:
+                    kwargs = {**kwargs, "data_root": str(self.data_root)}
                 for seed in self.seeds:
                     out.append(TrialSpec(self.suite, self.size, name, task_id, dict(kwargs), seed, cfg_dict,
                                          dict(self.resources), h))
@@ -94,17 +101,19 @@ class Experiment:
 
 def config_hash(suite: str, algorithm: str, algo_config: dict, task_id: str, task_kwargs: dict) -> str:
     """sha256 of the semantic config (everything but the seed); files in task kwargs count by content."""
-    kwargs = {k: (_file_digest(v) if k in PATH_KWARGS and v else v) for k, v in task_kwargs.items()}
+    kwargs = {k: (_file_digest(v) if k in PATH_KWARGS and v else v) for k, v in task_kwargs.items()
+              if k not in LOCATION_KWARGS}
     payload = json.dumps({"suite": suite, "algorithm": algorithm, "config": algo_config, "task": task_id,
                           "task_kwargs": kwargs}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _file_digest(path: str) -> str:
+    """A file counts by content; a directory (a dataset) by name: its content hash goes to the manifest."""
     p = Path(path)
     if p.is_file():
         return "sha256:" + hashlib.sha256(p.read_bytes()).hexdigest()
-    return f"missing:{p.name}"
+    return f"name:{p.name}"
 
 
 def _jsonable(obj: Any) -> Any:
@@ -121,7 +130,7 @@ def grid_path(suite: str) -> Path:
 
 def load_experiment(suite: str, size: str, config_file: str | Path | None = None,
                     overrides: list[str] = (), seeds: int | None = None, algos: list[str] | None = None,
-                    tasks: list[str] | None = None) -> Experiment:
+                    tasks: list[str] | None = None, data_root: str | Path | None = None) -> Experiment:
     """Read a grid file, pick a size, apply overrides and filters; every problem is a `UserError`."""
     task_registry.load_suite(suite)
     path = Path(config_file) if config_file else grid_path(suite)
@@ -196,13 +205,14 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
         values = values or {}
         _require_mapping(values, f"algorithms.{name}", where)
         by_name[name] = dict(values)
+    cli: dict[str, dict[str, Any]] = {}
     for item in overrides:
         name, key, value = _parse_override(item)
         module = algo_registry.get(name).load()
         if name not in by_name:
             raise UserError(f"--set {item}: algorithm {name!r} is not in the {size} grid of {where}")
         _check_field(module.Config, key, value, f"--set {item}")
-        by_name[name][key] = value
+        cli.setdefault(name, {})[key] = value
     if algos:
         for a in algos:
             algo_registry.get(a)
@@ -210,8 +220,28 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
                 raise UserError(f"algorithm {a!r} is not in the {size} grid of {where}; "
                                 f"it has {', '.join(sorted(by_name))}")
         by_name = {a: by_name[a] for a in algos}
-    configs = {name: build_config(algo_registry.get(name).load().Config, values, f"{where} (algorithms.{name})")
-               for name, values in by_name.items()}
+
+    def config_for(name: str, *layers: dict[str, Any], at: str) -> Any:
+        values = {**dict(algo_registry.get(name).defaults), **by_name[name]}
+        for layer in (*layers, cli.get(name, {})):
+            values.update(layer)
+        return build_config(algo_registry.get(name).load().Config, values, f"{where} ({at})")
+
+    configs = {name: config_for(name, at=f"algorithms.{name}") for name in by_name}
+    per_task = merged.get("per_task") or {}
+    _require_mapping(per_task, f"sizes.{size}.per_task", where)
+    task_configs = {}
+    listed = {t for t, _ in resolved_tasks}
+    for task_id, block in per_task.items():
+        _in_file(task_registry.get, task_id, where)
+        _require_mapping(block, f"per_task.{task_id}", where)
+        for name, values in block.items():
+            if name not in algo_block:
+                raise UserError(f"{where}: per_task.{task_id} sets algorithm {name!r}, which "
+                                f"sizes.{size}.algorithms does not list")
+            _require_mapping(values, f"per_task.{task_id}.{name}", where)
+            if name in by_name and task_id in listed:
+                task_configs[(name, task_id)] = config_for(name, values, at=f"per_task.{task_id}.{name}")
     if not configs:
         raise UserError(f"{where}: sizes.{size}.algorithms lists no algorithm")
 
@@ -226,7 +256,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     max_conc = merged.get("max_concurrent")
     if max_conc is not None and (isinstance(max_conc, bool) or not isinstance(max_conc, int) or max_conc < 1):
         raise UserError(f"{where}: max_concurrent must be a positive int or null, got {max_conc!r}")
-    return Experiment(suite, size, path, seed_list, resolved_tasks, configs, res, max_conc)
+    return Experiment(suite, size, path, seed_list, resolved_tasks, configs, res, max_conc,
+                      Path(data_root).resolve() if data_root is not None else None, task_configs)
 
 
 def _in_file(lookup, name: str, where: str):

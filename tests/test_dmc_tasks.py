@@ -22,7 +22,7 @@ from suites.dmc import domains, rewards  # noqa: E402
 from suites.errors import UserError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-SPECS = registry.select("dmc")
+SPECS = tuple(s for s in registry.select("dmc") if "zeroshot" not in s.tags)  # the per-task definitions
 TASK_IDS = [s.id for s in SPECS]
 SUITE_TASK_IDS = [s.id for s in SPECS if s.kwargs["task"] in domains.DOMAINS[s.kwargs["domain"]].suite_tasks]
 ONE_PER_DOMAIN = [next(s.id for s in SPECS if s.kwargs["domain"] == d) for d in domains.DOMAINS]

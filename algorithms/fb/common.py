@@ -100,7 +100,9 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
     for step in run.progress(range(start + 1, cfg.num_steps + 1), total=cfg.num_steps, initial=start):
         for group in agent.optimizer.param_groups:
             group["lr"] = learning_rate(cfg.lr, cfg.lr_schedule, step, cfg.num_steps)
-        logs = agent.update(task.sample(cfg.batch_size, generator), generator)
+        batch = task.sample(cfg.batch_size, generator)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            logs = agent.update(batch, generator)
         if step % cfg.log_every == 0:
             run.log(step, {k: float(v) for k, v in logs.items()}, split="train")
         if step % cfg.eval_every == 0 or step == cfg.num_steps:

@@ -84,6 +84,9 @@ class Config:
     """Initial scale of the actor's mean layer (`actor_fc_scale`).  The std is constant 1 (`const_std`)."""
     dtype: str = "float32"
     """'float32' or 'float64' for parameters and losses."""
+    bf16: bool = False
+    """Run the update under torch.autocast(bfloat16): ~2.6x faster on CPUs with AVX-512 BF16 (env.md §5).
+    Off by default (the references train in fp32)."""
     log_every: int = 1000
     """Log training losses every this many steps."""
     eval_every: int = 100_000

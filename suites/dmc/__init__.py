@@ -11,6 +11,9 @@ e.g. `dmc/walker-flip-v0`, `dmc/cheetah-run-backward-v0`, `dmc/point-mass-maze-r
 Tags: the 16 paper tasks carry {exorl, paper, cpu, state, <domain>}; the maze tasks {touati, state,
 point_mass_maze}.
 
+Zero-shot benchmark tasks, one per domain (`dmc/walker-zeroshot-v0`, ...; tags {zeroshot, <domain>}):
+train once on the domain's reward-free data, evaluate every task (suites/dmc/zeroshot.py).
+
 Modules (every heavy import lives there; this file imports only the registry):
   domains.py       the domains and tasks as plain data (dims, episode lengths, descriptions)
   rewards.py       every task's reward as a function of physics (point_mass_maze: physics and action)
@@ -24,10 +27,15 @@ Modules (every heavy import lives there; this file imports only the registry):
                        env = gymnasium.make("b2fb/dmc-walker-flip-v0")
 Set `MUJOCO_GL=egl` before anything imports dm_control (the Makefile does).
 """
-from suites.dmc.domains import DESCRIPTIONS, DOMAINS, task_id
+from suites.dmc.domains import DESCRIPTIONS, DOMAINS, VERSION, task_id
 from suites.registry import TaskSpec, register
 
 ENTRY = "suites.dmc.task:make_task"
+ZEROSHOT_ENTRY = "suites.dmc.zeroshot:make_zeroshot_task"
+# Every kwarg of the zero-shot entry point with its default, so a grid may override any of them.
+ZEROSHOT_DEFAULTS = {"dataset": None, "data_root": None, "explorer": "rnd", "collect_size": "cpu",
+                     "collect_steps": 0, "collect_episode_length": None, "train_size": 100_000, "val_size": 10_000, "inference_samples": 10_000,
+                     "eval_episodes": 10, "eval_seed": 1, "gamma": 0.98, "tasks": None}
 
 for _domain in DOMAINS.values():
     if _domain.group == "exorl":
@@ -37,3 +45,7 @@ for _domain in DOMAINS.values():
     for _task in _domain.tasks:
         register(TaskSpec(task_id(_domain.name, _task), ENTRY, {"domain": _domain.name, "task": _task},
                           frozenset(_tags), DESCRIPTIONS[(_domain.name, _task)]))
+    register(TaskSpec(f"dmc/{_domain.name.replace('_', '-')}-zeroshot-v{VERSION}", ZEROSHOT_ENTRY,
+                      {"domain": _domain.name, **ZEROSHOT_DEFAULTS},
+                      frozenset({"zeroshot", _domain.name}),
+                      f"{_domain.name}: zero-shot from reward-free data, evaluated on {', '.join(_domain.tasks)}"))

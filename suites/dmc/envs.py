@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py)
 from dm_control.rl import control
 from dm_control.suite import cheetah, common, quadruped, walker
 

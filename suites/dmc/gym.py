@@ -56,9 +56,10 @@ def gym_id(task_id: str) -> str:
 
 
 def register_all() -> list[str]:
-    """Register every dmc task with gymnasium (idempotent); returns the gymnasium ids."""
+    """Register every dmc task with gymnasium (idempotent); returns the gymnasium ids.  The per-domain
+    zero-shot benchmark entries (tag "zeroshot") are datasets + protocols, not environments."""
     ids = []
-    for spec in registry.select("dmc"):
+    for spec in (s for s in registry.select("dmc") if "zeroshot" not in s.tags):
         env_id = gym_id(spec.id)
         if env_id not in gymnasium.registry:
             task = spec.make()

@@ -24,6 +24,7 @@ one collection run serve all four tasks.  fb.md's 42-d observation matches this 
 from __future__ import annotations
 
 import numpy as np
+from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py)
 from dm_control import composer
 from dm_control.composer import initializers
 from dm_control.composer.variation import distributions

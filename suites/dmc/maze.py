@@ -22,6 +22,7 @@ import collections
 from pathlib import Path
 
 import numpy as np
+from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py)
 from dm_control import mujoco
 from dm_control.rl import control
 from dm_control.suite import base, common

@@ -22,6 +22,7 @@ quadruped ~12K, point_mass_maze ~10K, jaco ~2.6K (two mj_forward calls per state
 from __future__ import annotations
 
 import numpy as np
+from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py)
 from dm_control.rl.control import PhysicsError
 
 from suites.dmc.domains import get_domain

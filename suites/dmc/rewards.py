@@ -18,6 +18,7 @@ import functools
 from typing import Callable
 
 import numpy as np
+from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py)
 from dm_control.utils.rewards import tolerance
 
 from suites.dmc.domains import check_task, get_domain

@@ -1,0 +1,1 @@
+"""Reference policies that learn nothing, shown beside every zero-shot table."""
