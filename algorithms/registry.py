@@ -12,7 +12,7 @@ import dataclasses
 import importlib
 from types import ModuleType
 
-from suites.registry import UnknownName, did_you_mean
+from suites.registry import lookup
 
 __all__ = ["AlgorithmSpec", "get", "all_algorithms", "for_suite"]
 
@@ -46,11 +46,7 @@ _ALGORITHMS = {
 
 
 def get(name: str) -> AlgorithmSpec:
-    try:
-        return _ALGORITHMS[name]
-    except KeyError:
-        raise UnknownName(f"unknown algorithm {name!r}.{did_you_mean(name, _ALGORITHMS)} "
-                          f"Known algorithms: {', '.join(sorted(_ALGORITHMS))}.") from None
+    return lookup(_ALGORITHMS, name, "algorithm")
 
 
 def all_algorithms() -> tuple[AlgorithmSpec, ...]:

@@ -39,6 +39,16 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
 
 
+def lookup(table: Mapping[str, Any], name: str, what: str) -> Any:
+    """table[name], or `UnknownName` naming the close matches and every known name (suites, algorithms,
+    domains: one message shape everywhere)."""
+    try:
+        return table[name]
+    except KeyError:
+        raise UnknownName(f"unknown {what} {name!r}.{did_you_mean(name, table)} "
+                          f"Known: {', '.join(sorted(table))}.") from None
+
+
 @dataclasses.dataclass(frozen=True)
 class TaskSpec:
     """One benchmark task.
@@ -106,10 +116,7 @@ def suites() -> list[str]:
 
 def load_suite(suite: str) -> None:
     """Import the module that registers a suite's tasks."""
-    if suite not in SUITE_MODULES:
-        raise UnknownName(f"unknown suite {suite!r}.{did_you_mean(suite, SUITE_MODULES)} "
-                          f"Known suites: {', '.join(suites())}.")
-    importlib.import_module(SUITE_MODULES[suite])
+    importlib.import_module(lookup(SUITE_MODULES, suite, "suite"))
 
 
 def _load_all() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from suites.errors import UserError
-from suites.registry import did_you_mean
+from suites.registry import did_you_mean, lookup
 
 __all__ = ["Domain", "DOMAINS", "get_domain", "check_task", "task_id"]
 
@@ -82,11 +82,7 @@ for _t, _where in zip(_REACH, ("(-0.15, -0.15)", "(+0.15, -0.15)", "(-0.15, +0.1
 
 def get_domain(name: str) -> Domain:
     """The domain called `name`; an unknown name is a `UserError` with close matches."""
-    try:
-        return DOMAINS[name]
-    except KeyError:
-        raise UserError(f"unknown dmc domain {name!r}.{did_you_mean(name, DOMAINS)} "
-                        f"Domains are {', '.join(DOMAINS)}.") from None
+    return lookup(DOMAINS, name, "dmc domain")
 
 
 def check_task(domain: str, task: str) -> Domain:
