@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import pandas as pd
 
-from benchmarks.config import TrialSpec
+from benchmarks.config import LOCATION_KWARGS, PATH_KWARGS, TrialSpec
 from suites.errors import UserError
 
 SCHEMA_VERSION = 1
@@ -153,7 +153,10 @@ class RunWriter:
             "size": self.trial.size,
             "task_id": self.trial.task_id,
             "task_version": task_version,
-            "task_kwargs": {k: (Path(v).name if k in ("path",) and v else v) for k, v in self.trial.task_kwargs.items()},
+            # file and directory kwargs by name only: manifests are committed and must not carry this
+            # machine's paths (a file's content is in data_hashes)
+            "task_kwargs": {k: (Path(v).name if k in PATH_KWARGS + LOCATION_KWARGS and v else v)
+                            for k, v in self.trial.task_kwargs.items()},
             "algorithm": self.trial.algorithm,
             "seed": self.trial.seed,
             "config": self.trial.algo_config,
