@@ -448,3 +448,29 @@ def test_config_hash_ignores_where_the_cmp_file_lives(tmp_path):
     hb = custom_trials(tmp_path / "b" / "g.yaml")[0]
     assert ha.task_kwargs["path"] != hb.task_kwargs["path"]
     assert ha.config_hash == hb.config_hash
+
+
+def test_per_task_values_apply_to_their_task_only(tmp_path):
+    grid = write(tmp_path / "g.yaml", BASE + """    per_task:
+      didactic/five-state-v0: {onestep_fb: {lr: 0.25}}
+""")
+    exp = load_experiment("didactic", "tiny", grid, overrides=["fb.lr=0.5"])
+    by_cell = {(t.algorithm, t.task_id): t.algo_config for t in exp.trials()}
+    assert by_cell[("onestep_fb", "didactic/five-state-v0")]["lr"] == 0.25
+    assert by_cell[("onestep_fb", "didactic/three-state-v0")]["lr"] != 0.25
+    assert by_cell[("fb", "didactic/five-state-v0")]["lr"] == 0.5
+    # --set still wins over per-task values
+    exp = load_experiment("didactic", "tiny", grid, overrides=["onestep_fb.lr=0.125"])
+    assert {t.algo_config["lr"] for t in exp.trials() if t.algorithm == "onestep_fb"} == {0.125}
+
+
+@pytest.mark.parametrize("block, match", [
+    ("didactic/five-stat-v0: {onestep_fb: {lr: 0.1}}", "Did you mean 'didactic/five-state-v0'"),
+    ("didactic/five-state-v0: {zero_action: {}}", "does not list"),
+    ("didactic/five-state-v0: {onestep_fb: {lrr: 0.1}}", "unknown key 'lrr'"),
+])
+def test_bad_per_task_values_are_named(tmp_path, block, match):
+    grid = write(tmp_path / "g.yaml", BASE + f"    per_task:\n      {block}\n")
+    with pytest.raises(UserError, match=match) as err:
+        load_experiment("didactic", "tiny", grid)
+    assert str(grid) in str(err.value)

@@ -43,3 +43,14 @@ def test_tiny_dmc_bench_collects_trains_evaluates_and_tabulates(tmp_path):
     # a second run reuses the data and skips every complete run
     again = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
     assert again.returncode == 0 and "(4 complete, 0 to run)" in again.stdout
+
+
+def test_missing_dataset_is_one_line_before_any_trial(tmp_path):
+    """The paper grid expects ExORL-size data the user provides: without it, one line naming what to
+    download and where to put it, exit 2, and nothing written under results/."""
+    out = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "paper", "--algos", "onestep_fb", "--seeds", "1")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no dataset at ")
+    assert "https://dl.fbaipublicfiles.com/exorl/walker/rnd.zip" in lines[0]
+    assert not (tmp_path / "results").exists()

@@ -266,6 +266,15 @@ def _missing_message(path: Path, domain: str) -> str:
             f"(or {path}/buffer)")
 
 
+def check_present(path, domain: str) -> Path:
+    """Cheap up-front check that a dataset directory exists and holds episode files (no file is read)."""
+    directory = _resolve_directory(Path(path).expanduser().resolve(), domain)
+    if not any(directory.glob("*.npz")):
+        raise UserError(f"{directory} holds no episode files (*.npz): " + _missing_message(Path(path), domain)
+                        .split(": ", 1)[1])
+    return directory
+
+
 def _resolve_directory(path: Path, domain: str) -> Path:
     if not path.exists():
         raise UserError(_missing_message(path, domain))

@@ -84,6 +84,7 @@ class DMCZeroShotTask:
         import os
 
         from suites.dmc.collect import collect
+        from suites.dmc.dataset import check_present
 
         if self.collect_steps > 0:
             print(f"dmc/{self.domain}: dataset {self.path} ({self.collect_steps} transitions, {self.explorer})",
@@ -91,6 +92,8 @@ class DMCZeroShotTask:
             collect(self.domain, self.explorer, self.collect_steps, self.path, workers=min(2, os.cpu_count() or 1),
                     explorer_config=self.collect_size if self.explorer == "rnd" else None,
                     episode_length=self.collect_episode_length)
+        else:  # a given dataset (e.g. an ExORL download): fail here, in one line, not inside every trial
+            check_present(self.path, self.domain)
 
     def _load(self) -> None:
         if self._train is None:

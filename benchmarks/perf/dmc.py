@@ -1,0 +1,105 @@
+"""dmc throughput: updates/s of FB and one-step FB at cpu-like and paper network sizes, the GFLOP/s an
+update achieves against this process's own fp32 GEMM rate (measured right before and after, since these
+machines are shared and noisy), and reward-free collection env-steps/s with 1 and 2 workers."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from algorithms.fb import fb, onestep_fb
+from suites.dmc.domains import get_domain
+from suites.zeroshot import TransitionBatch
+
+DOMAIN = "walker"
+# (name, constructor, config): "cpu" = widths 256 and batch 256 (the scale a 2-core budget affords);
+# "paper" = the references' ExORL sizes (fb.md §2.1, §3.1).
+SIZES = {
+    "cpu": {
+        "fb": fb.Config(latent_dim=50, batch_size=256, forward_hidden=(256, 256), backward_hidden=(256, 256),
+                        actor_hidden=(256, 256), discount=0.98),
+        "onestep_fb": onestep_fb.Config(latent_dim=50, batch_size=256, forward_hidden=(256,) * 3,
+                                        backward_hidden=(256,) * 3, actor_hidden=(256,) * 3, activation="relu",
+                                        alpha=0.0, tanh_squash=False, discount=0.98),
+    },
+    "paper": {
+        "fb": fb.Config(latent_dim=50, batch_size=1024, forward_hidden=(1024, 512), backward_hidden=(256, 256),
+                        actor_hidden=(1024, 512), discount=0.98, tau=0.01),
+        "onestep_fb": onestep_fb.Config(latent_dim=50, batch_size=1024, forward_hidden=(1024,) * 3,
+                                        backward_hidden=(256,) * 3, actor_hidden=(1024,) * 3, activation="relu",
+                                        alpha=0.0, tanh_squash=False, discount=0.98, tau=0.01),
+    },
+}
+
+
+def gemm_gflops(seconds: float = 1.0, n: int = 1024) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * n ** 3 * count / (time.perf_counter() - t0) / 1e9
+
+
+def _agent(algo: str, cfg):
+    spec = get_domain(DOMAIN)
+    cls = fb.FB if algo == "fb" else onestep_fb.OneStepFB
+    torch.manual_seed(0)
+    return cls(cfg, spec.obs_dim, spec.action_dim, 0, 0.98), spec
+
+
+def measure_update(algo: str, cfg, seconds: float, bf16: bool = False) -> dict:
+    agent, spec = _agent(algo, cfg)
+    g = torch.Generator().manual_seed(0)
+    n = cfg.batch_size
+    batch = TransitionBatch(torch.randn(n, spec.obs_dim, generator=g), torch.rand(n, spec.action_dim, generator=g) * 2 - 1,
+                            torch.randn(n, spec.obs_dim, generator=g), torch.rand(n, spec.action_dim, generator=g) * 2 - 1)
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            agent.update(batch, g)
+
+    for _ in range(3):
+        step()
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    gemm_before = gemm_gflops()
+    count, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        step()
+        count += 1
+    rate = count / (time.perf_counter() - t0)
+    gemm = (gemm_before + gemm_gflops()) / 2
+    return {"updates_per_s": round(rate, 2), "ms_per_update": round(1e3 / rate, 1), "gflop_per_update": round(flops / 1e9, 3),
+            "gflops": round(flops * rate / 1e9, 1), "gemm_gflops_fp32": round(gemm, 1),
+            "fraction_of_gemm": round(flops * rate / 1e9 / gemm, 3), "updates_timed": count}
+
+
+def measure_collection(seconds: float) -> dict:
+    from suites.dmc.collect import collect
+
+    out = {}
+    steps = max(2000, int(3000 * seconds))
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = collect(DOMAIN, "random", steps, os.path.join(tmp, "d"), workers=workers, progress=False)
+        out[f"random_{workers}_workers_steps_per_s"] = round(summary["steps_per_second"], 1)
+    out["speedup_2_vs_1"] = round(out["random_2_workers_steps_per_s"] / out["random_1_workers_steps_per_s"], 2)
+    return out
+
+
+def measure(seconds: float) -> dict:
+    threads = os.cpu_count() or 1
+    torch.set_num_threads(threads)
+    out = {"domain": DOMAIN, "threads": threads, "updates": {}}
+    for size, configs in SIZES.items():
+        for algo, cfg in configs.items():
+            out["updates"][f"{algo}/{size}/fp32"] = measure_update(algo, cfg, seconds)
+            out["updates"][f"{algo}/{size}/bf16"] = measure_update(algo, cfg, seconds, bf16=True)
+    out["collection"] = measure_collection(seconds)
+    return out
