@@ -20,6 +20,23 @@ def resolve_dtype(name: str) -> torch.dtype:
     return DTYPES[name]
 
 
+class CheckpointedAgent(nn.Module):
+    """Base of the FB-family agents: `state_dict` also carries every optimiser the agent holds (its
+    attributes that are torch optimisers), so a checkpoint resumes training exactly."""
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
+
+    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
+        return {"nets": super().state_dict(*args, **kwargs),
+                **{name: opt.state_dict() for name, opt in self._optimizers().items()}}
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True):
+        super().load_state_dict(state["nets"], strict=strict)
+        for name, opt in self._optimizers().items():
+            opt.load_state_dict(state[name])
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A target network: a copy that receives no gradients."""
     target = copy.deepcopy(module)

@@ -17,12 +17,11 @@ import dataclasses
 from typing import Any
 
 import torch
-from torch import nn
 
 from algorithms.fb import losses
-from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
-                                  check_choices, check_positive, frozen_copy, polyak_update, resolve_dtype,
-                                  train_and_evaluate)
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, aggregate_heads, all_actions_for,
+                                  batch_to, check_choices, check_positive, frozen_copy, polyak_update,
+                                  resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ARCHS, TwoStreamActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
@@ -95,7 +94,7 @@ class Config:
                        "eval_every", "checkpoint_every")
 
 
-class FB(nn.Module):
+class FB(CheckpointedAgent):
     goal_space = "state"
     represents = "optimal"
 
@@ -218,18 +217,6 @@ class FB(nn.Module):
         obs = obs.to(self.dtype)
         z_hat = self._policy_latent(z, obs.shape[0])
         return self.greedy_action(obs, z_hat).argmax(1) if self.actor is None else self.actor(obs, z_hat)
-
-    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
-        out = {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
-        if self.actor_optimizer is not None:
-            out["actor_optimizer"] = self.actor_optimizer.state_dict()
-        return out
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True):
-        super().load_state_dict(state["nets"], strict=strict)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if self.actor_optimizer is not None:
-            self.actor_optimizer.load_state_dict(state["actor_optimizer"])
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:

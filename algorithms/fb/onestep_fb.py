@@ -17,12 +17,11 @@ import math
 from typing import Any
 
 import torch
-from torch import nn
 
 from algorithms.fb import losses
-from algorithms.fb.common import (DTYPES, LR_SCHEDULES, aggregate_heads, all_actions_for, batch_to,
-                                  check_choices, check_positive, frozen_copy, polyak_update, resolve_dtype,
-                                  train_and_evaluate)
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, aggregate_heads, all_actions_for,
+                                  batch_to, check_choices, check_positive, frozen_copy, polyak_update,
+                                  resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ACTIVATIONS, ARCHS, GaussianActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
@@ -101,7 +100,7 @@ class Config:
                        "eval_every", "checkpoint_every")
 
 
-class OneStepFB(nn.Module):
+class OneStepFB(CheckpointedAgent):
     goal_space = "state_action"
     represents = "behaviour"
 
@@ -217,13 +216,6 @@ class OneStepFB(nn.Module):
             return self.predict_q(all_obs, all_act, z).reshape(-1, self.n_actions).argmax(1)
         z_hat = losses.project_to_sphere(z.to(self.dtype))[None].expand(obs.shape[0], -1)
         return self.actor(obs, z_hat).clamp(-1.0, 1.0)
-
-    def state_dict(self, *args, **kwargs) -> dict[str, Any]:
-        return {"nets": super().state_dict(*args, **kwargs), "optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True):
-        super().load_state_dict(state["nets"], strict=strict)
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:
