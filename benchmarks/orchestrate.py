@@ -49,7 +49,9 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
                experiment_name: str = "bench", show_progress: bool = True) -> dict[str, str]:
     """Run every trial that is not complete; returns {run_id: status} for the trials that ran."""
     results_root, ray_dir = Path(results_root).resolve(), Path(ray_dir).resolve()
-    todo = pending_trials(trials, results_root)
+    # Cheap trials first (e.g. baselines that train nothing), so an interrupted bench has filled as many
+    # table cells as it could; the order is stable otherwise.
+    todo = sorted(pending_trials(trials, results_root), key=lambda t: t.algo_config.get("num_steps", 0))
     if not todo:
         return {}
     started_here = False
