@@ -191,14 +191,14 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     # Honest comparisons, computed, not written by hand: tasks where each method beats uniform random.
     per_task = final[final.task != "overall"].groupby(["algorithm", "domain", "task"]).value.mean()
     lines = []
+    def beats(a: str, b: str) -> str:  # over the tasks where both have results
+        diff = (per_task[a] - per_task[b]).dropna()
+        return f"{DMC_NAMES[a]} beats {DMC_NAMES[b]} on {int((diff > 0).sum())}/{len(diff)} tasks"
+
     if "uniform_random" in algos:
-        for algo in ("fb", "onestep_fb"):
-            if algo in algos:
-                diff = per_task[algo] - per_task["uniform_random"]
-                lines.append(f"{DMC_NAMES[algo]} beats uniform random on {int((diff > 0).sum())}/{len(diff)} tasks")
+        lines += [beats(algo, "uniform_random") for algo in ("fb", "onestep_fb") if algo in algos]
     if {"fb", "onestep_fb"} <= set(algos):
-        diff = per_task["onestep_fb"] - per_task["fb"]
-        lines.append(f"one-step FB beats FB on {int((diff > 0).sum())}/{len(diff)} tasks (mean over seeds)")
+        lines.append(beats("onestep_fb", "fb") + " (means over seeds)")
     footer = (f"Cells: mean undiscounted return over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed="
               f"{seed}); seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}; final checkpoint. "
               f"'overall' = mean over the domain's tasks per seed. {'; '.join(lines)}. Paper columns: the one-step "
