@@ -47,9 +47,8 @@ def frozen_copy(module: nn.Module) -> nn.Module:
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
-    """target <- (1 - tau) target + tau online."""
-    for t, o in zip(target.parameters(), online.parameters()):
-        t.lerp_(o, tau)
+    """target <- (1 - tau) target + tau online (one foreach kernel; bitwise equal to a per-tensor lerp_)."""
+    torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), tau)
 
 
 def aggregate_heads(values: torch.Tensor, how: str, dim: int = 0) -> torch.Tensor:
