@@ -3,6 +3,7 @@
 #   make tables SUITE=didactic           regenerate tables and figures from results/ alone
 #   make test                            the test suite (fast, CPU)
 #   make perf SUITE=didactic             throughput numbers -> results/perf/
+#   make pretrain                        retrain the t2i shapes world's committed models (~45 min)
 #   make lint                            ruff
 SUITE ?= didactic
 SIZE ?= cpu
@@ -15,7 +16,7 @@ export MUJOCO_GL ?= egl
 export RAY_AUTH_MODE ?= disabled
 export PYTHONUNBUFFERED := 1
 
-.PHONY: bench tables test perf lint install clean
+.PHONY: bench tables test perf lint install clean pretrain
 
 install: $(STAMP)
 
@@ -38,6 +39,14 @@ test: $(STAMP)
 
 perf: $(STAMP)
 	$(BIN)/b2fb perf --suite $(SUITE)
+
+# The t2i suite's embedded models, committed under suites/t2i/weights/: the shapes base model (biased
+# captions, ~30 min of training on one thread) and the CLIP-style reward model (~13 min).  Both resume
+# if interrupted; budgets are wall minutes, so a retrained model is close to, not bit-equal to, the
+# committed one (use --steps for a bit-reproducible schedule).
+pretrain: $(STAMP)
+	$(BIN)/python -m suites.t2i.train_clip --out suites/t2i/weights/shapes-clip-v0 --minutes 13 --threads 2 --seed 0
+	$(BIN)/python -m suites.t2i.pretrain --out suites/t2i/weights/shapes-base-v0 --minutes 30 --threads 1 --seed 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check benchmarks suites algorithms tests

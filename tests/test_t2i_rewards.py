@@ -1,0 +1,253 @@
+"""The t2i suite's rewards (jpeg, oracle, clipscore), diversity metrics, and the CLIP training script."""
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from suites.errors import UserError
+from suites.t2i import rewards, train_clip
+from suites.t2i.rewards import SHAPES_CLIP_DIR, check_clip_checkpoint, diversity, make_reward
+from suites.t2i.shapes.prompts import format_prompt, parse_prompt, scene_for
+from suites.t2i.shapes.render import render
+
+TINY_ARCH = "b2fb-test-tiny-clip"
+TINY_CFG = {"embed_dim": 16,
+            "vision_cfg": {"image_size": 16, "patch_size": 8, "width": 32, "layers": 1, "head_width": 16},
+            "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1}}
+
+
+def _nchw(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+
+
+def _rendered(prompts, seed=0, n_distractors=0):
+    rng = np.random.default_rng(seed)
+    return _nchw(render([scene_for(p, rng, n_distractors=n_distractors) for p in prompts], np.float32))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A tiny random open_clip model saved the two ways clipscore loads: a built-in-style arch name
+    (registered with open_clip.add_model_config) + a weights file, as for ViT-H-14, and an open_clip
+    local dir (open_clip_config.json + weights), as the shapes CLIP."""
+    import open_clip
+
+    root = tmp_path_factory.mktemp("tiny_clip")
+    (root / f"{TINY_ARCH}.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(root / f"{TINY_ARCH}.json")
+    other = {**TINY_CFG, "text_cfg": {**TINY_CFG["text_cfg"], "width": 24}}
+    (root / f"{TINY_ARCH}-wide.json").write_text(json.dumps(other))
+    open_clip.add_model_config(root / f"{TINY_ARCH}-wide.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model(TINY_ARCH)
+    weights = root / "open_clip_pytorch_model.bin"
+    torch.save(model.state_dict(), weights)
+    local = root / "local"
+    local.mkdir()
+    (local / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG, "preprocess_cfg": {}}))
+    torch.save(model.state_dict(), local / "open_clip_pytorch_model.bin")
+    return {"arch": TINY_ARCH, "file": weights, "dir": local}
+
+
+# --- jpeg ---------------------------------------------------------------------------------------------
+
+def test_jpeg_rewards_match_a_hand_computation_and_rank_flat_above_noise():
+    generator = torch.Generator().manual_seed(0)
+    noise = torch.rand(1, 3, 32, 32, generator=generator)
+    flat = torch.full((1, 3, 32, 32), 0.5)
+    images = torch.cat([flat, noise])
+    prompts = ["", ""]
+    expected = []
+    for image in images:
+        array = (image * 255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+        buffer = io.BytesIO()
+        Image.fromarray(array).save(buffer, format="JPEG", quality=95)
+        expected.append(len(buffer.getvalue()) / 1000)
+    incompressibility = make_reward("jpeg_incompressibility")(images, prompts)
+    compressibility = make_reward("jpeg_compressibility")(images, prompts)
+    assert incompressibility.dtype == np.float32 and incompressibility.shape == (2,)
+    np.testing.assert_allclose(incompressibility, expected, rtol=1e-6)
+    np.testing.assert_allclose(compressibility, -np.array(expected), rtol=1e-6)
+    assert compressibility[0] > compressibility[1], "a flat image compresses better than noise"
+    assert make_reward("jpeg_compressibility").name == "jpeg_compressibility"
+
+
+# --- oracle -------------------------------------------------------------------------------------------
+
+def test_oracle_rewards_are_one_for_matching_prompts_and_less_for_wrong_ones():
+    prompts = ["a red circle", "two blue squares", "a green triangle to the left of an orange square",
+               "a white square above a pink circle"]
+    images = _rendered(prompts)
+    graded, binary = make_reward("oracle"), make_reward("oracle_binary")
+    np.testing.assert_array_equal(graded(images, prompts), np.ones(4, np.float32))
+    np.testing.assert_array_equal(binary(images, prompts), np.ones(4, np.float32))
+    wrong = ["a blue circle", "three blue squares", "a green triangle to the right of an orange square",
+             "a white circle above a pink square"]
+    wrong_graded, wrong_binary = graded(images, wrong), binary(images, wrong)
+    assert wrong_graded.dtype == np.float32 and (wrong_graded < 1).all() and (wrong_graded >= 0).all()
+    assert set(np.unique(wrong_binary)) <= {0.0, 1.0} and (wrong_binary == 0).all()
+
+
+# --- clipscore ----------------------------------------------------------------------------------------
+
+def test_clipscore_through_a_tiny_arch_and_file_equals_a_hand_computation(tiny_clip):
+    import open_clip
+
+    prompts = ["a red circle", "two blue squares", "a green triangle below a cyan circle"]
+    images = _rendered(prompts)
+    reward = make_reward("clipscore", arch=tiny_clip["arch"], checkpoint=str(tiny_clip["file"]))
+    scores = reward(images, prompts)
+    assert reward.name == "clipscore" and scores.dtype == np.float32 and scores.shape == (3,)
+    assert np.all(np.abs(scores) <= 1.0 + 1e-6)
+    np.testing.assert_array_equal(scores, reward(images, prompts))
+    again = make_reward("clipscore", arch=tiny_clip["arch"], checkpoint=str(tiny_clip["file"]))
+    np.testing.assert_array_equal(scores, again(images, prompts))
+    # by hand: B²-DiffuRL's steps with open_clip's own model, transform and tokenizer
+    model, _, preprocess = open_clip.create_model_and_transforms(tiny_clip["arch"], pretrained=str(tiny_clip["file"]))
+    model.eval()
+    tokenizer = open_clip.get_tokenizer(tiny_clip["arch"])
+    pils = [Image.fromarray((image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for image in images]
+    with torch.no_grad():
+        image_features = model.encode_image(torch.stack([preprocess(p) for p in pils]))
+        text_features = model.encode_text(tokenizer(prompts))
+    image_features /= image_features.norm(dim=-1, keepdim=True)
+    text_features /= text_features.norm(dim=-1, keepdim=True)
+    by_hand = (image_features @ text_features.T).diagonal().numpy()
+    np.testing.assert_allclose(scores, by_hand, atol=1e-6)
+    # the same model as an open_clip local dir scores the same
+    local = make_reward("clipscore", checkpoint=tiny_clip["dir"])
+    np.testing.assert_allclose(local(images, prompts), scores, atol=1e-6)
+    assert reward.score_matrix(images, prompts).shape == (3, 3)
+    assert list(reward.hashes.values())[0] == rewards.file_sha256(tiny_clip["file"])
+
+
+def test_missing_or_mismatched_clip_checkpoints_raise_user_errors(tmp_path, tiny_clip):
+    with pytest.raises(UserError, match="make pretrain"):
+        check_clip_checkpoint(tmp_path / "no-such-dir")
+    with pytest.raises(UserError, match="laion2B-s32B-b79K"):
+        make_reward("clipscore", arch="ViT-H-14", checkpoint=str(tmp_path / "open_clip_pytorch_model.bin"))
+    with pytest.raises(UserError, match="needs checkpoint"):
+        make_reward("clipscore", arch="ViT-H-14")
+    with pytest.raises(UserError, match="pass arch"):
+        make_reward("clipscore", checkpoint=tiny_clip["file"])
+    with pytest.raises(UserError, match="open_clip_config.json"):
+        make_reward("clipscore", checkpoint=tmp_path)
+    with pytest.raises(UserError, match="Did you mean"):
+        make_reward("clipscore", arch="ViT-H-41", checkpoint=tiny_clip["file"])
+    with pytest.raises(UserError, match="cannot load"):
+        make_reward("clipscore", arch=f"{TINY_ARCH}-wide", checkpoint=tiny_clip["file"])
+    with pytest.raises(UserError):
+        rewards.check_reward("clipscore", checkpoint=tmp_path / "missing")
+
+
+def test_unknown_reward_names_and_arguments_raise_user_errors_with_suggestions():
+    with pytest.raises(UserError, match="Did you mean 'clipscore'"):
+        make_reward("clipscore_")
+    with pytest.raises(UserError, match="jpeg_compressibility"):
+        make_reward("jpeg_compresibility")
+    with pytest.raises(UserError, match="takes no argument 'checkpoint'"):
+        make_reward("oracle", checkpoint="x")
+    rewards.check_reward("oracle", checkpoint=None, arch=None)
+
+
+# --- diversity ----------------------------------------------------------------------------------------
+
+def test_diversity_is_zero_for_identical_images_positive_for_different_and_nan_for_one(tiny_clip):
+    reward = make_reward("clipscore", arch=tiny_clip["arch"], checkpoint=tiny_clip["file"])
+    different = _rendered(["a red circle", "a red circle", "a red circle"], seed=3, n_distractors=2)
+    same = _rendered(["a blue square"], seed=1).repeat(3, 1, 1, 1)
+    single = _rendered(["a green triangle"], seed=2)
+    images = torch.cat([different, same, single])
+    prompts = ["a red circle"] * 3 + ["a blue square"] * 3 + ["a green triangle"]
+    result = diversity(images, prompts, embed=reward.embed_images)
+    assert list(result) == ["a red circle", "a blue square", "a green triangle"]
+    assert result["a blue square"] == {"n": 3.0, "pixel_rms": 0.0, "clip_cosine": 0.0}
+    assert result["a red circle"]["pixel_rms"] > 0.01 and result["a red circle"]["clip_cosine"] > 0
+    assert math.isnan(result["a green triangle"]["pixel_rms"]) and math.isnan(result["a green triangle"]["clip_cosine"])
+    assert set(diversity(images, prompts)["a red circle"]) == {"n", "pixel_rms"}
+    # pixel_rms is the RMS per-value difference: black vs white is 1
+    bw = torch.cat([torch.zeros(1, 3, 8, 8), torch.ones(1, 3, 8, 8)])
+    assert diversity(bw, ["p", "p"])["p"]["pixel_rms"] == pytest.approx(1.0)
+
+
+# --- train_clip ---------------------------------------------------------------------------------------
+
+def test_training_batches_are_reproducible_and_mark_false_negatives():
+    images, captions, false_negative, targets = train_clip.training_batch(5, 7, 16)
+    images2, captions2, false_negative2, _ = train_clip.training_batch(5, 7, 16)
+    np.testing.assert_array_equal(images, images2)
+    assert captions == captions2 and (false_negative == false_negative2).all()
+    assert images.shape == (16, 32, 32, 3) and images.min() >= 0 and images.max() <= 1
+    assert not false_negative.diagonal().any()
+    assert targets["counts"].shape == (16, len(train_clip.KINDS)) and (targets["counts"].sum(1) >= 1).all()
+    for caption in captions:
+        parse_prompt(caption)                        # every caption (aliases included) is in the grammar
+    rng = np.random.default_rng(0)
+    prompt = parse_prompt("a red circle to the left of a blue square")
+    variants = train_clip.hard_variants(prompt, rng)
+    assert format_prompt(variants["swap_roles"]) == "a blue square to the left of a red circle"
+    assert format_prompt(variants["swap_colours"]) == "a blue circle to the left of a red square"
+    scene = scene_for(prompt, rng, n_distractors=0)
+    assert train_clip.prompt_holds(scene, prompt)
+    assert not any(train_clip.prompt_holds(scene, v) for v in variants.values())
+
+
+def test_train_clip_runs_resumes_and_loads_as_clipscore(tmp_path, capsys):
+    out = tmp_path / "clip"
+    common = ["--out", str(out), "--batch-size", "8", "--threads", "1", "--eval-images", "0", "--warmup-steps", "2"]
+    assert train_clip.main([*common, "--steps", "2", "--keep-state"]) == 0
+    assert (out / train_clip.STATE_FILE).is_file()
+    assert train_clip.main([*common, "--steps", "3"]) == 0
+    assert not (out / train_clip.STATE_FILE).exists()
+    log = json.loads((out / "train_log.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert log["steps"] == 3 and log["resumed_at_steps"] == [2] and math.isfinite(log["final_loss"])
+    assert config["weights"]["model.safetensors"]["sha256"] == rewards.file_sha256(out / "model.safetensors")
+    assert config["model_cfg"] == train_clip.MODEL_CFG
+    reward = make_reward("clipscore", checkpoint=out)
+    prompts = ["a red circle", "three cyan triangles"]
+    scores = reward(_rendered(prompts), prompts)
+    assert scores.shape == (2,) and np.all(np.abs(scores) <= 1 + 1e-6)
+    evaluation = train_clip.evaluate(reward, images_per_prompt=1, sets=("counting",))
+    assert set(evaluation["retrieval"]) == {"counting/train", "counting/test"}
+    assert 0 <= evaluation["hard_negatives"]["per_set"]["counting/test"]["image_side_auc"] <= 1
+    with pytest.raises(UserError, match="--fresh"):
+        train_clip.main([*common, "--steps", "3"])
+    assert train_clip.main(["--out", str(out), "--eval-only", "--eval-images", "1", "--threads", "1"]) == 0
+    log = json.loads((out / "train_log.json").read_text())
+    assert log["steps"] == 3 and len(log["evaluation"]["retrieval"]) == 8
+    assert set(train_clip.RETRIEVAL_CONDITIONS) <= set(log["evaluation"]["retrieval"]["spatial/test"])
+    data = bytearray((out / "model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (out / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(UserError, match="corrupt"):
+        make_reward("clipscore", checkpoint=out)
+
+
+# --- the committed shapes CLIP ------------------------------------------------------------------------
+
+committed = pytest.mark.skipif(not (SHAPES_CLIP_DIR / "model.safetensors").is_file(),
+                               reason="no committed shapes CLIP weights (make pretrain)")
+
+
+@committed
+def test_committed_shapes_clip_matches_its_hash_and_prefers_true_captions():
+    weights, sha = check_clip_checkpoint()
+    config = json.loads((SHAPES_CLIP_DIR / "config.json").read_text())
+    assert sha == config["weights"]["model.safetensors"]["sha256"] and weights.stat().st_size < 8_000_000
+    reward = make_reward("clipscore")
+    from suites.t2i.prompt_sets import load_prompt_set
+    prompts = list(load_prompt_set("shapes-v0/attribute", "train")) + list(load_prompt_set("shapes-v0/attribute", "test"))
+    images = _rendered(prompts, seed=11)
+    accuracy = (reward.score_matrix(images, prompts).argmax(1) == np.arange(len(prompts))).mean()
+    assert accuracy >= 0.95, accuracy
+    spatial = list(load_prompt_set("shapes-v0/spatial", "train"))
+    images = _rendered(spatial, seed=12)
+    swapped = [format_prompt(train_clip.hard_variants(parse_prompt(p), np.random.default_rng(0))["swap_roles"])
+               for p in spatial]
+    prefers = (reward(images, spatial) > reward(images, swapped)).mean()
+    assert prefers >= 0.9, prefers
