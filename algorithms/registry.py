@@ -37,6 +37,8 @@ _ALGORITHMS = {
                       "FB, Touati et al. (controllable_agent semantics)"),
         AlgorithmSpec("onestep_fb", "algorithms.fb.onestep_fb", frozenset({"didactic", "dmc"}),
                       "one-step FB, Zheng et al. (onestep-fb semantics)"),
+        AlgorithmSpec("ddpo", "algorithms.diffusion.ddpo", frozenset({"t2i"}),
+                      "DDPO, Black et al. (ddpo-pytorch semantics: PPO-clip on DDIM log-probs, LoRA)"),
         AlgorithmSpec("uniform_random", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),
                       "baseline: uniform-random actions (trains nothing)", (("policy", "random"),)),
         AlgorithmSpec("zero_action", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),

@@ -72,7 +72,7 @@ def _add_grid_args(s: argparse.ArgumentParser, grid_optional: bool = False) -> N
         s.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the grid)")
         s.add_argument("--algos", nargs="+", default=None, help="only these algorithms")
         s.add_argument("--tasks", nargs="+", default=None, help="only these task ids")
-        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="ALGO.KEY=VALUE",
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="ALGO.KEY=VALUE | task.KEY=VALUE",
                        help="override an algorithm config field, e.g. --set onestep_fb.lr=3e-4 (repeatable)")
 
 

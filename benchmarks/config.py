@@ -42,8 +42,9 @@ SIZES = ("tiny", "cpu", "paper")
 TOP_KEYS = ("suite", "description", "common", "sizes")
 SIZE_KEYS = ("seeds", "tasks", "algorithms", "per_task", "resources", "max_concurrent")
 RESOURCE_KEYS = ("cpu", "gpu")
-PATH_KWARGS = ("path", "dataset", "data_dir", "dataset_dir", "model_dir")
+PATH_KWARGS = ("path", "dataset", "data_dir", "dataset_dir", "model_dir", "reward_checkpoint")
 LOCATION_KWARGS = ("data_root",)  # where data lives on this machine: not part of a run's identity
+TASK_OVERRIDE = "task"   # `--set task.KEY=VALUE` sets a task kwarg of every task in the grid
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,7 +170,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     if len(set(seed_list)) != len(seed_list):
         raise UserError(f"{where}: seeds {seed_list} repeat a seed; list each seed once")
 
-    # tasks
+    # tasks (`--set task.KEY=VALUE` sets a kwarg of every task of the grid)
+    task_overrides = {key: value for name, key, value in map(_parse_override, overrides) if name == TASK_OVERRIDE}
     task_entries = merged.get("tasks") or []
     if not isinstance(task_entries, list) or not task_entries:
         raise UserError(f"{where}: sizes.{size}.tasks must be a non-empty list of task ids")
@@ -184,6 +186,12 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
             raise UserError(f"{where}: task {task_id} has no kwarg {unknown[0]!r}."
                             f"{did_you_mean(unknown[0], spec.kwargs)} Its kwargs: {', '.join(spec.kwargs)}")
         resolved_tasks.append((task_id, {**spec.kwargs, **kwargs}))
+    for key, value in task_overrides.items():
+        for task_id, kwargs in resolved_tasks:
+            if key not in kwargs:
+                raise UserError(f"--set task.{key}: task {task_id} has no kwarg {key!r}.{did_you_mean(key, kwargs)} "
+                                f"Its kwargs: {', '.join(kwargs)}")
+            kwargs[key] = str((Path.cwd() / value).resolve()) if key in PATH_KWARGS and value else value
     if len({(t, json.dumps(k, sort_keys=True, default=str)) for t, k in resolved_tasks}) != len(resolved_tasks):
         raise UserError(f"{where}: sizes.{size}.tasks lists the same task twice; list each task once")
     if tasks:
@@ -208,6 +216,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     cli: dict[str, dict[str, Any]] = {}
     for item in overrides:
         name, key, value = _parse_override(item)
+        if name == TASK_OVERRIDE:    # applied to the tasks above
+            continue
         module = algo_registry.get(name).load()
         if name not in by_name:
             raise UserError(f"--set {item}: algorithm {name!r} is not in the {size} grid of {where}")
@@ -333,7 +343,8 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 def _parse_override(item: str) -> tuple[str, str, Any]:
     if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise UserError(f"--set {item!r}: expected ALGORITHM.KEY=VALUE, e.g. --set onestep_fb.lr=3e-4")
+        raise UserError(f"--set {item!r}: expected ALGORITHM.KEY=VALUE or task.KEY=VALUE, e.g. --set "
+                        f"onestep_fb.lr=3e-4")
     lhs, rhs = item.split("=", 1)
     name, key = lhs.split(".", 1)
     value = yaml_strict.loads(rhs, f"the value of --set {item!r}")

@@ -113,7 +113,8 @@ class TrialProgress(tune.Callback):
     """One progress bar over all gradient steps of the bench, in the driver."""
 
     def __init__(self, todo: list[TrialSpec]):
-        self.totals = {t.run_id: int(t.algo_config.get("num_steps", 1)) for t in todo}
+        # the unit of progress: gradient steps (FB family) or epochs (diffusion RL)
+        self.totals = {t.run_id: int(t.algo_config.get("num_steps", t.algo_config.get("num_epochs", 1))) for t in todo}
         self.steps = {k: 0 for k in self.totals}
         self.done, self.n = 0, len(todo)
         self.bar = tqdm(total=sum(self.totals.values()), unit="step", dynamic_ncols=True, file=sys.stderr,

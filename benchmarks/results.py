@@ -214,6 +214,10 @@ class RunWriter:
     def add_samples(self, rows: list[dict[str, Any]], step: int) -> None:
         self._samples.extend({"step": int(step), **r} for r in rows)
 
+    def save_artifact(self, name: str, data: bytes) -> None:
+        """A file beside the run's results (e.g. a PNG grid of samples), written atomically."""
+        atomic_write_bytes(self.dir / name, data)
+
     def progress(self, iterable: Iterable[int], total: int, initial: int = 0) -> Iterator[int]:
         """Wrap the training loop; forwards progress to the orchestrator about once a second."""
         for step in iterable:
@@ -233,7 +237,9 @@ class RunWriter:
         import torch
 
         self.flush_scalars()          # scalars first: a crash in between only loses rows after `step`
-        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save({"step": int(step), "state": state}, tmp))
+        # evaluation rows so far travel with the checkpoint, so a resumed run keeps e.g. its step-0 evaluation
+        blob = {"step": int(step), "state": state, "samples": self._samples}
+        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save(blob, tmp))
         self._write_manifest(checkpoint_step=int(step))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
@@ -247,6 +253,7 @@ class RunWriter:
             return None
         blob = torch.load(path, weights_only=False)
         step = int(blob["step"])
+        self._samples = [r for r in blob.get("samples", []) if r["step"] <= step]
         self._rows = [r for r in _read_jsonl(self.dir / SCALARS) if r["step"] <= step]
         for r in self._rows:
             r.pop("run_id", None)

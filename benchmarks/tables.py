@@ -252,7 +252,145 @@ def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_f
     return paths + [path]
 
 
-TABLE_BUILDERS = {"didactic": didactic_tables, "dmc": dmc_tables}
+# ---- t2i ---------------------------------------------------------------------------------------------------
+T2I_METRICS = [  # (metric suffix, column title, digits)
+    ("clipscore", "clipscore", 4),
+    ("oracle", "oracle (graded)", 3),
+    ("oracle_binary", "oracle (all parts)", 3),
+    ("diversity_clip_cosine", "diversity (CLIP cosine)", 4),
+    ("diversity_pixel_rms", "diversity (pixel RMS)", 4),
+]
+T2I_NAMES = {"ddpo": "DDPO", "b2diffurl": "B²-DiffuRL"}
+
+
+def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+               ) -> list[Path]:
+    """Prompt sets x split x metric: the base model (each run's step-0 evaluation, on the same noise as
+    its final one) beside each fine-tuned method, mean with a bootstrap 95% CI over seeds; plus the
+    reward against reward queries (figure) and base-vs-fine-tuned sample grids."""
+    ev = scalars[scalars.split == "eval"].copy()
+    ev["split_name"] = ev.metric.str.split("/").str[0]
+    ev["name"] = ev.metric.str.split("/", n=1).str[1]
+    last = ev.groupby("run_id").step.transform("max")
+    base, final = ev[ev.step == 0], ev[ev.step == last]
+    algos = sorted(set(final.algorithm))
+    rows, raw, seeds_seen, lines = [], [], set(), []
+
+    def cell(values: np.ndarray, digits: int) -> str:
+        point, low, high = stats.interval_estimate(values, stats.mean, reps=reps, seed=seed)
+        raw_cell.append((point, low, high))
+        return fmt_fixed(point, low, high, digits)
+
+    for task in sorted(final.task_id.unique()):
+        for split in ("train", "test"):
+            for metric, title, digits in T2I_METRICS:
+                sel = (final.task_id == task) & (final.split_name == split) & (final.name == metric)
+                if not sel.any():
+                    continue
+                row = {"prompt set": task.split("/")[1].removesuffix("-v0"), "split": split, "metric": title}
+                b = base[(base.task_id == task) & (base.split_name == split) & (base.name == metric)]
+                raw_cell: list = []
+                # the base model: one value per seed (each seed evaluates on its own noise)
+                values = b.groupby("seed").value.mean().to_numpy()
+                row["base"] = cell(values, digits) if len(values) else "–"
+                for algo in algos:
+                    g = final[sel & (final.algorithm == algo)].sort_values("seed")
+                    seeds_seen.add(len(g))
+                    row[T2I_NAMES.get(algo, algo)] = cell(g.value.to_numpy(), digits) if len(g) else "–"
+                    if len(g) and len(values):
+                        gb = b[b.algorithm == algo].set_index("seed").value
+                        diff = (g.set_index("seed").value - gb).dropna().to_numpy()
+                        if len(diff):
+                            point, low, high = stats.interval_estimate(diff, stats.mean, reps=reps, seed=seed)
+                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = fmt_fixed(point, low, high, digits)
+                            raw.append({"task": task, "split": split, "metric": metric, "algorithm": algo,
+                                        "seeds": len(diff), "final": float(g.value.mean()),
+                                        "base": float(gb.mean()), "delta": point, "delta_ci_low": low,
+                                        "delta_ci_high": high})
+                rows.append(row)
+    frame = pd.DataFrame(rows).fillna("–")
+    for r in raw:
+        if r["metric"] in ("clipscore", "oracle_binary") and r["seeds"] >= 2:  # one seed has no CI
+            sign = "raises" if r["delta_ci_low"] > 0 else "lowers" if r["delta_ci_high"] < 0 else "does not significantly change"
+            lines.append(f"{T2I_NAMES.get(r['algorithm'], r['algorithm'])} {sign} {r['metric']} on "
+                         f"{r['task'].split('/')[1]} {r['split']}")
+    footer = (f"Cells: mean over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); seeds per "
+              f"cell: {', '.join(str(s) for s in sorted(seeds_seen))}. 'base' = each run's evaluation before "
+              f"fine-tuning (LoRA at zero), on the same evaluation noise as its final evaluation, so "
+              f"'− base' is a paired difference. clipscore = cosine similarity in the reward model's embedding "
+              f"(the training reward); oracle = the exact pixel judge that training never sees (graded: "
+              f"share of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of "
+              f"one prompt's images. {'; '.join(lines)}."
+              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
+    paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
+                        "Text-to-image alignment: base vs fine-tuned", footer)
+    paths += t2i_reward_curve(scalars, out_figs)
+    paths += t2i_sample_grids(final, out_tables.parent.parent / "runs", out_figs)
+    return paths
+
+
+def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
+    """Mean training reward per epoch against cumulative reward queries, one line per (task, method),
+    with the spread over seeds shaded (min..max)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tr = scalars[scalars.split == "train"]
+    wide = tr.pivot_table(index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric",
+                          values="value").reset_index()
+    if wide.empty or "budget/reward_queries" not in wide:
+        return []
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
+        curve = g.groupby("budget/reward_queries").reward_mean.agg(["mean", "min", "max"])
+        label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
+        line, = ax.plot(curve.index, curve["mean"], label=label)
+        ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("reward queries (images scored)")
+    ax.set_ylabel("mean training reward per epoch")
+    ax.set_title("Reward against reward queries (shaded: min..max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    path = out_figs / "t2i_reward_vs_queries.png"
+    out_figs.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return [path]
+
+
+def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> list[Path]:
+    """Per task: the first seed's sample grid before fine-tuning beside the one after (same noise)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    paths = []
+    for (task, algo), g in final.groupby(["task_id", "algorithm"]):
+        first = g.sort_values("seed").iloc[0]
+        pngs = sorted((runs_dir / first.run_id).glob("samples_step*.png"))
+        if len(pngs) < 2:
+            continue
+        before, after = (np.asarray(Image.open(p).convert("RGB")) for p in (pngs[0], pngs[-1]))
+        fig, axes = plt.subplots(1, 2, figsize=(7, 7 * before.shape[0] / before.shape[1] / 2 + 0.6),
+                                 constrained_layout=True)
+        for ax, image, title in zip(axes, (before, after), ("base", f"{T2I_NAMES.get(algo, algo)} (final)")):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(title, fontsize=9)
+            ax.axis("off")
+        name = task.split("/")[1].removesuffix("-v0")
+        fig.suptitle(f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
+                     fontsize=8)
+        path = out_figs / f"t2i_samples_{name}_{algo}.png"
+        out_figs.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+TABLE_BUILDERS = {"didactic": didactic_tables, "dmc": dmc_tables, "t2i": t2i_tables}
 
 
 def build_tables(suite: str, results_root: Path, run_ids: set[str], label: str, reps: int = stats.DEFAULT_REPS,

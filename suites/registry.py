@@ -27,6 +27,7 @@ ID_PATTERN = re.compile(r"^(?P<suite>[a-z0-9_]+)/(?P<name>[a-z0-9_\-]+)-v(?P<ver
 SUITE_MODULES: dict[str, str] = {
     "didactic": "suites.didactic",
     "dmc": "suites.dmc",
+    "t2i": "suites.t2i",
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from benchmarks.results import atomic_write_json, git_state, library_versions, now
 from suites.errors import UserError
 
-SUITE_MODULES = {"didactic": "benchmarks.perf.didactic", "dmc": "benchmarks.perf.dmc"}
+SUITE_MODULES = {"didactic": "benchmarks.perf.didactic", "dmc": "benchmarks.perf.dmc", "t2i": "benchmarks.perf.t2i"}
 
 
 def run_perf(suite: str, out_dir: Path, seconds: float) -> Path:

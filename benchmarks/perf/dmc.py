@@ -94,12 +94,17 @@ def measure_collection(seconds: float) -> dict:
 
 
 def measure(seconds: float) -> dict:
-    threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
-    out = {"domain": DOMAIN, "threads": threads, "updates": {}}
-    for size, configs in SIZES.items():
-        for algo, cfg in configs.items():
-            out["updates"][f"{algo}/{size}/fp32"] = measure_update(algo, cfg, seconds)
-            out["updates"][f"{algo}/{size}/bf16"] = measure_update(algo, cfg, seconds, bf16=True)
+    """Updates at 1 thread (how each Ray trial of the cpu grid runs) and at all cores; collection."""
+    cores = os.cpu_count() or 1
+    out = {"domain": DOMAIN, "threads": sorted({1, cores}), "updates": {}}
+    for threads in sorted({1, cores}):
+        torch.set_num_threads(threads)
+        for size, configs in SIZES.items():
+            for algo, cfg in configs.items():
+                out["updates"][f"{algo}/{size}/fp32/{threads}t"] = measure_update(algo, cfg, seconds)
+                out["updates"][f"{algo}/{size}/bf16/{threads}t"] = measure_update(algo, cfg, seconds, bf16=True)
+    torch.set_num_threads(cores)
     out["collection"] = measure_collection(seconds)
+    out["targets"] = {"paper_fraction_of_gemm_min": 0.85, "cpu_fraction_of_gemm_min": 0.65,
+                      "collection_speedup_2_vs_1_min": 1.6}
     return out

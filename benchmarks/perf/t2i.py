@@ -1,0 +1,187 @@
+"""t2i throughput, at the cpu grid's DDPO settings on the embedded shapes model (one thread, as each Ray
+trial runs):
+
+  sampling      images/s of `core.sample_trajectories` (DDIM with log-probs, CFG) against a plain
+                diffusers loop on the same UNet, scheduler and batch (`DDIMScheduler.step`, eta 1, the
+                same CFG); and on a tiny random Stable Diffusion folder, against `StableDiffusionPipeline`
+                itself.  Target: log-prob sampling costs at most 10% more (ratio <= 1.10).
+  training      trained timesteps/s (log-prob recomputation with CFG + backward, at the train batch).
+  epoch         the wall time of real DDPO epochs (algorithms/diffusion/ddpo.py through a results
+                writer, evaluation excluded) against the time of the same UNet passes alone (sampling
+                forwards without grad, training forwards + backwards), replayed on random inputs.
+                Target: epoch / UNet passes <= 1.25.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from algorithms.diffusion import core
+
+
+def _timed(fn, repeats: int) -> float:
+    fn()                                                     # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - t0) / repeats
+
+
+def _plain_sampling(model, prompts, steps: int, guidance: float, generator: torch.Generator) -> torch.Tensor:
+    """The diffusers way, no log-probs: scheduler.step with eta=1 and the same CFG."""
+    scheduler = model.scheduler
+    scheduler.set_timesteps(steps)
+    embeds = model.encode_prompts(prompts)
+    negative = model.encode_prompts([""] * len(prompts))
+    latents = torch.randn((len(prompts), *model.latent_shape), generator=generator)
+    with torch.no_grad():
+        for t in scheduler.timesteps:
+            noise = core.predict_noise(model.unet, latents, t.repeat(len(prompts)), embeds, negative, guidance)
+            latents = scheduler.step(noise, t, latents, eta=1.0, generator=generator).prev_sample
+        return model.decode(latents)
+
+
+def _ddpo_config():
+    from algorithms.diffusion import ddpo
+    from benchmarks.config import build_config, load_experiment
+
+    trial = next(t for t in load_experiment("t2i", "cpu", seeds=1).trials() if t.algorithm == "ddpo")
+    return trial, build_config(ddpo.Config, trial.algo_config, "perf")
+
+
+def measure_sampling(model, cfg, repeats: int) -> dict:
+    prompts = ["a red circle"] * cfg.sample_batch_size
+    ours = _timed(lambda: core.sample_trajectories(model, prompts, cfg.sample_num_steps, cfg.guidance_scale,
+                                                   cfg.sample_eta, generator=torch.Generator().manual_seed(0)),
+                  repeats)
+    plain = _timed(lambda: _plain_sampling(model, prompts, cfg.sample_num_steps, cfg.guidance_scale,
+                                           torch.Generator().manual_seed(0)), repeats)
+    return {"batch": len(prompts), "steps": cfg.sample_num_steps, "images_per_s_logprob": round(len(prompts) / ours, 2),
+            "images_per_s_plain_diffusers_loop": round(len(prompts) / plain, 2), "cost_ratio": round(ours / plain, 3)}
+
+
+def measure_sd_pipeline(repeats: int) -> dict:
+    """Tiny random SD folder: our sampler against StableDiffusionPipeline.__call__ (same model, CFG 5)."""
+    from diffusers import StableDiffusionPipeline
+
+    from suites.t2i.sd import build_tiny_sd_folder, load_sd_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = build_tiny_sd_folder(Path(tmp) / "sd")
+        model = load_sd_model(folder, hash_weights=False)
+        pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
+                                                       local_files_only=True)
+        pipe.scheduler = model.scheduler
+        pipe.set_progress_bar_config(disable=True)
+        prompts, steps = ["a cat riding a bike"] * 8, 20
+        ours = _timed(lambda: core.sample_trajectories(model, prompts, steps, 5.0, 1.0,
+                                                       generator=torch.Generator().manual_seed(0)), repeats)
+        plain = _timed(lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=5.0, eta=1.0,
+                                    generator=torch.Generator().manual_seed(0), output_type="pt"), repeats)
+    return {"batch": 8, "steps": steps, "images_per_s_logprob": round(8 / ours, 2),
+            "images_per_s_StableDiffusionPipeline": round(8 / plain, 2), "cost_ratio": round(ours / plain, 3)}
+
+
+def measure_training(model, cfg, repeats: int) -> dict:
+    prompts = ["a red circle"] * cfg.train_batch_size
+    traj = core.sample_trajectories(model, prompts, cfg.sample_num_steps, cfg.guidance_scale, cfg.sample_eta,
+                                    generator=torch.Generator().manual_seed(0))
+
+    def step():
+        lp = core.log_prob_of_step(model, traj.latents[:, 3], traj.timesteps[:, 3], traj.latents[:, 4],
+                                   traj.prompt_embeds, traj.negative_embeds, cfg.guidance_scale, cfg.sample_eta,
+                                   num_steps=cfg.sample_num_steps)
+        lp.sum().backward()
+
+    seconds = _timed(step, repeats)
+    return {"train_batch": cfg.train_batch_size, "trained_timesteps_per_s": round(cfg.train_batch_size / seconds, 2)}
+
+
+class _EpochClock:
+    """A results writer for perf: records when each epoch ends; writes nothing that matters."""
+
+    def __init__(self, root: Path, seed: int = 0):
+        self.seed, self.root, self.ends, self.eval_seconds = seed, root, [], 0.0
+
+    def log(self, *a, **k):
+        pass
+
+    def add_samples(self, *a, **k):
+        pass
+
+    def save_artifact(self, *a, **k):
+        pass
+
+    def save_checkpoint(self, *a, **k):
+        pass
+
+    def load_checkpoint(self):
+        return None
+
+    def progress(self, iterable, total, initial=0):
+        self.ends.append(time.perf_counter())
+        for step in iterable:
+            yield step
+            self.ends.append(time.perf_counter())
+
+
+def measure_epoch(task, cfg, epochs: int) -> dict:
+    from algorithms.diffusion import ddpo
+
+    import dataclasses
+    cfg = dataclasses.replace(cfg, num_epochs=epochs, eval_every=0, checkpoint_every=10 ** 6)
+    # evaluation is not part of an epoch: give the task a no-op evaluation for this measurement
+    task = dataclasses.replace(task)
+    task.evaluate = lambda generate, step, seed=0: type("E", (), {"metrics": {}, "samples": [], "grid_png": b""})()
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = _EpochClock(Path(tmp))
+        ddpo.run(task, cfg, clock)
+    durations = [b - a for a, b in zip(clock.ends[:-1], clock.ends[1:])]
+    epoch = min(durations[1:] or durations)                     # the first epoch warms up
+
+    # the same UNet passes alone, on random inputs
+    model = task.load_model()
+    core.add_lora(model.unet, rank=cfg.lora_rank, seed=0)
+    c, h, w = model.latent_shape
+    emb = model.encode_prompts(["a red circle"])
+    cfg_double = cfg.guidance_scale > 1
+    n_sample = cfg.sample_batch_size * (2 if cfg_double else 1)
+    n_train = cfg.train_batch_size * (2 if cfg.train_cfg and cfg_double else 1)
+    t = torch.tensor([500])
+
+    def sample_pass():
+        with torch.no_grad():
+            model.unet(torch.randn(n_sample, c, h, w), t.repeat(n_sample), emb.expand(n_sample, -1, -1)).sample
+
+    def train_pass():
+        out = model.unet(torch.randn(n_train, c, h, w), t.repeat(n_train), emb.expand(n_train, -1, -1)).sample
+        out.mean().backward()
+
+    per_epoch = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch
+    unet_only = (_timed(sample_pass, 5) * cfg.sample_num_steps * cfg.sample_num_batches_per_epoch
+                 + _timed(train_pass, 5) * cfg.num_train_timesteps * (per_epoch // cfg.train_batch_size)
+                 * cfg.num_inner_epochs)
+    return {"epoch_seconds": round(epoch, 2), "unet_passes_alone_seconds": round(unet_only, 2),
+            "ratio": round(epoch / unet_only, 3), "epochs_timed": len(durations)}
+
+
+def measure(seconds: float) -> dict:
+    torch.set_num_threads(1)
+    trial, cfg = _ddpo_config()
+    from suites import registry
+    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    model = task.load_model()
+    repeats = max(1, int(seconds // 5))
+    out = {"threads": 1, "task": trial.task_id, "ddpo": {k: getattr(cfg, k) for k in (
+        "sample_num_steps", "guidance_scale", "sample_batch_size", "sample_num_batches_per_epoch",
+        "train_batch_size")}}
+    out["sampling_shapes"] = measure_sampling(model, cfg, repeats)
+    out["sampling_tiny_sd"] = measure_sd_pipeline(repeats)
+    core.add_lora(model.unet, rank=cfg.lora_rank, seed=0)
+    out["training"] = measure_training(model, cfg, repeats * 4)
+    out["epoch"] = measure_epoch(task, cfg, epochs=3)
+    out["targets"] = {"logprob_sampling_cost_ratio_max": 1.10, "epoch_over_unet_max": 1.25}
+    return out

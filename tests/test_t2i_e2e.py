@@ -1,0 +1,134 @@
+"""The t2i suite end to end: DDPO at the tiny size through the real CLI and Ray Tune on the committed
+shapes model and reward model (evaluation before and after fine-tuning, tables, figures, resume), the
+DDPO loop's invariants (t2i.md §6.5 items 2 and 8) on the same model, and the one-line errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def b2fb(tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "benchmarks", "--results-dir", str(tmp / "results"),
+                           "--data-dir", str(tmp / "data"), *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
+    first = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
+    assert first.returncode == 0, first.stderr[-3000:]
+    runs = sorted((tmp_path / "results" / "t2i" / "runs").iterdir())
+    assert [r.name.split("--")[0] for r in runs] == ["ddpo"]
+    run = runs[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done"
+    assert any(k.startswith("model:") for k in manifest["data_hashes"])
+    assert any(k.startswith("reward:") for k in manifest["data_hashes"])
+    samples = pd.read_parquet(run / "samples.parquet")
+    # base (step 0) and final (step 2) evaluations, 2 prompts x 2 images per split
+    assert sorted(samples.step.unique()) == [0, 2]
+    assert len(samples) == 2 * 2 * 2 * 2
+    assert samples.clipscore.between(-1, 1).all() and samples.oracle.between(0, 1).all()
+    assert set(samples.oracle_binary.unique()) <= {0.0, 1.0}
+    scalars = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+    train = {r["metric"]: r["value"] for r in scalars if r["split"] == "train" and r["step"] == 2}
+    # budget: 2 epochs x 4 trajectories x 4 steps sampled + as many trained; 8 images scored
+    assert train["budget/reward_queries"] == 8
+    assert train["budget/trained_timesteps"] == 2 * 4 * 4
+    assert train["budget/unet_evals"] == 2 * 4 * 4 * 2
+    # one optimizer step per train batch of 2 (gradient accumulation over the 4 timesteps)
+    assert train["budget/optimizer_steps"] == 2 * 2
+    assert (run / "samples_step00000.png").is_file() and (run / "samples_step00002.png").is_file()
+    assert (run / "lora.safetensors").is_file()
+    table = (tmp_path / "results" / "t2i" / "tables" / "tiny" / "t2i_alignment.md").read_text()
+    for name in ("base", "DDPO", "DDPO − base", "clipscore", "oracle (graded)", "train", "test"):
+        assert name in table
+    figures = tmp_path / "results" / "t2i" / "figures" / "tiny"
+    assert (figures / "t2i_reward_vs_queries.png").is_file()
+    assert (figures / "t2i_samples_shapes-composition_ddpo.png").is_file()
+    again = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
+    assert again.returncode == 0 and "(1 complete, 0 to run)" in again.stdout
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "task.prompt_set=shapes-v0/colours"], "unknown prompt set 'shapes-v0/colours'"),
+    (["--set", "task.model_dir=/nonexistent/sd"], "/nonexistent/sd"),
+    (["--set", "task.reward_checkpoint=/nonexistent/clip"], "/nonexistent/clip"),
+    (["--set", "task.reward=clipscor"], "clipscore"),
+])
+def test_bad_t2i_input_is_one_line(tmp_path, args, expected):
+    out = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny", *args)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_size_without_a_stable_diffusion_folder_is_one_line(tmp_path):
+    out = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "paper", "--seeds", "1")
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "stable-diffusion" in lines[0].lower()
+
+
+# ---- the DDPO loop on the committed shapes model, no Ray ------------------------------------------------
+class _Writer:
+    """A results writer that keeps everything in memory (the adapter's whole view of results)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed, self.rows, self.samples, self.artifacts, self.state = seed, [], [], {}, None
+
+    def log(self, step, metrics, split):
+        self.rows += [{"step": step, "split": split, "metric": k, "value": v} for k, v in metrics.items()]
+
+    def add_samples(self, rows, step):
+        self.samples += [{"step": step, **r} for r in rows]
+
+    def save_artifact(self, name, data):
+        self.artifacts[name] = data
+
+    def progress(self, iterable, total, initial=0):
+        yield from iterable
+
+    def save_checkpoint(self, state, step):
+        self.state = state
+
+    def load_checkpoint(self):
+        return None
+
+
+def test_ddpo_first_micro_step_is_on_policy_and_steps_follow_accumulation():
+    """§6.5 item 2: before any update the recomputed log-probs equal the sampled ones (ratio 1,
+    approx_kl 0, clipfrac 0 in fp32); item 8: one optimizer step per accumulation group."""
+    from algorithms.diffusion import ddpo
+    from suites import registry
+
+    task = registry.get("t2i/shapes-composition-v0").with_kwargs(
+        eval_images_per_prompt=1, eval_max_prompts=1).make()
+    cfg = ddpo.Config(num_epochs=1, sample_num_steps=3, sample_batch_size=4, sample_num_batches_per_epoch=1,
+                      train_batch_size=2, gradient_accumulation_steps=2, stat_min_count=2, learning_rate=0.0,
+                      adam_weight_decay=0.0)
+    torch.set_num_threads(2)
+    writer = _Writer()
+    ddpo.run(task, cfg, writer)
+    train = {r["metric"]: r["value"] for r in writer.rows if r["split"] == "train"}
+    # lr 0: the policy never changes, so every recomputed log-prob equals the sampled one
+    assert train["ratio"] == 1.0 and train["approx_kl"] == 0.0 and train["clipfrac"] == 0.0
+    # 4 trajectories / batch 2 = 2 micro-batches x 3 timesteps = 6 micro-steps; group = 2 x 3 -> 1 step
+    assert train["budget/optimizer_steps"] == 1
+    assert train["budget/trained_timesteps"] == 4 * 3
+
+
+def test_ddpo_config_must_end_every_epoch_on_an_optimizer_step():
+    from algorithms.diffusion import ddpo
+    from suites.errors import UserError
+
+    with pytest.raises(UserError, match="multiple of train_batch_size x gradient_accumulation_steps"):
+        ddpo.Config(sample_batch_size=3, sample_num_batches_per_epoch=1, train_batch_size=2).validate()
