@@ -81,8 +81,10 @@ def git_state() -> dict[str, Any]:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
     try:
         commit = git("rev-parse", "HEAD") or None
-        # Code provenance: results/ itself changes during every bench, so it does not make the tree dirty.
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results"))
+        # Code provenance: results/ itself changes during every bench, and Markdown docs are not code, so
+        # neither makes the tree dirty.
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                         ":(exclude)*.md"))
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     return {"commit": commit, "dirty": dirty}

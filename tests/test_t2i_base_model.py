@@ -85,7 +85,9 @@ def test_sampler_recovers_images_from_an_exact_denoiser(schedule):
     x0 = torch.from_numpy(render([scene_for(p, rng) for p in prompts], dtype=np.float32).transpose(0, 3, 1, 2) * 2 - 1)
 
     class ExactDenoiser(torch.nn.Module):
-        def forward(self, x, t, context):
+        device, dtype = torch.device("cpu"), torch.float32    # what the core reads of a UNet
+
+        def forward(self, x, t, encoder_hidden_states):
             alpha = scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
             target = x0.repeat(x.shape[0] // len(x0), 1, 1, 1)
             eps = (x - alpha.sqrt() * target) / (1 - alpha).sqrt()

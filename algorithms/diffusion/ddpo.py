@@ -14,7 +14,6 @@ are compared at an equal budget.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 import numpy as np
 import torch
@@ -176,7 +175,7 @@ def run(task, cfg: Config, run) -> None:
                     loss, info = core.ppo_clip_loss(log_prob, batch.log_probs[:, j], batch.advantages,
                                                     cfg.clip_range, cfg.adv_clip_max)
                     (loss / accumulation.group).backward()   # accelerate divides by the accumulation count
-                    info_rows.append({"loss": float(loss), **{k: float(v) for k, v in info.items()}})
+                    info_rows.append({"loss": loss.item(), **{k: float(v) for k, v in info.items()}})
                     if accumulation.micro_step():             # the end of an accumulation group: one step
                         torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                         optimizer.step()

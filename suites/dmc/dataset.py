@@ -45,6 +45,8 @@ Splits count transitions in whole episodes, in file order, as [OS] does (first N
 """
 from __future__ import annotations
 
+from suites.files import file_sha256  # noqa: E402  (re-exported)
+
 import dataclasses
 import hashlib
 import io
@@ -109,12 +111,6 @@ def encode_episode(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def dataset_sha256(file_hashes: dict[str, str]) -> str:

@@ -59,8 +59,9 @@ called.
 """
 from __future__ import annotations
 
+from suites.files import file_sha256  # noqa: E402  (re-exported)
+
 import dataclasses
-import hashlib
 import inspect
 import io
 import json
@@ -91,13 +92,6 @@ _SHAPES_FIX = "run `make pretrain` (it runs `python -m suites.t2i.train_clip --o
 
 # ---- helpers ----------------------------------------------------------------------------------------
 
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _batch(images, prompts: Sequence[str] | None = None):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,7 +27,7 @@ from suites.errors import UserError
 
 __all__ = ["ShapesModelConfig", "DEFAULT_WEIGHTS_DIR", "WEIGHTS_FILE", "CONFIG_FILE", "FORMAT", "FORMAT_VERSION",
            "build_unet", "build_scheduler", "decode", "check_weights", "weights_hashes", "load_shapes_model",
-           "model_from_unet", "ddim_step", "sample_images", "training_target"]
+           "model_from_unet", "sample_images", "training_target"]
 
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights" / "shapes-base-v0"
 WEIGHTS_FILE = "unet.safetensors"
@@ -93,7 +92,7 @@ class ShapesModelConfig:
     saved (better on spatial and counting, worse on attribute; `--save-weights raw` saves the raw).
 
     `prediction_type` "epsilon" or "v_prediction": any DDIM step that computes x0 from the model
-    output handles both (`ddim_step` below; algorithms/diffusion/core.py).  `set_alpha_to_one` is
+    output handles both (algorithms/diffusion/core.py, which sample_images below uses too).  `set_alpha_to_one` is
     False, so the last DDIM step ends at alphas_cumprod[0] and its std stays > 0 (the RL log-prob
     needs it); this matches the RL core's clamp of prev_t to 0.
     """
@@ -306,37 +305,8 @@ def load_shapes_model(weights_dir: str | Path | None = None):
 
 
 # ---------------------------------------------------------------------------------------------------
-# sampling (evaluation and pretraining checks; the RL core has its own step with log-probs)
+# sampling (evaluation and pretraining checks), through the RL core's DDIM step
 # ---------------------------------------------------------------------------------------------------
-
-def ddim_step(scheduler, model_output, timestep: int, sample, eta: float, generator=None):
-    """x_t -> x_{t-1} by DDIM (eq. 12/16), x0 from the output per prediction_type ("epsilon" or
-    "v_prediction"), clipped when the scheduler says so; prev_t = max(t - T_train // T, 0) as in the RL
-    core.  Unlike diffusers' `step` it stays finite at alphas_cumprod = 0 (zero-terminal-SNR, eta 1)."""
-    import torch
-    config = scheduler.config
-    prev_t = max(int(timestep) - config.num_train_timesteps // scheduler.num_inference_steps, 0)
-    alpha_t = scheduler.alphas_cumprod[int(timestep)].item()
-    alpha_prev = scheduler.alphas_cumprod[prev_t].item()
-    beta_t = 1.0 - alpha_t
-    if config.prediction_type == "epsilon":
-        pred_x0 = (sample - math.sqrt(beta_t) * model_output) / math.sqrt(alpha_t)
-        pred_eps = model_output
-    elif config.prediction_type == "v_prediction":
-        pred_x0 = math.sqrt(alpha_t) * sample - math.sqrt(beta_t) * model_output
-        pred_eps = math.sqrt(alpha_t) * model_output + math.sqrt(beta_t) * sample
-    else:
-        raise ValueError(f"unsupported prediction_type {config.prediction_type!r}")
-    if config.clip_sample:
-        pred_x0 = pred_x0.clamp(-config.clip_sample_range, config.clip_sample_range)
-    variance = (1 - alpha_prev) / beta_t * (1 - alpha_t / alpha_prev)
-    std = eta * math.sqrt(max(variance, 0.0))
-    mean = math.sqrt(alpha_prev) * pred_x0 + math.sqrt(max(1 - alpha_prev - eta ** 2 * variance, 0.0)) * pred_eps
-    if eta > 0:
-        noise = torch.randn(sample.shape, generator=generator, dtype=sample.dtype)
-        return mean + std * noise
-    return mean
-
 
 def sample_images(model, prompts: Sequence[str], num_steps: int = 20, guidance_scale: float = 5.0,
                   eta: float = 1.0, generator=None, batch_size: int = 128, negative_prompt: str = "",
@@ -347,31 +317,18 @@ def sample_images(model, prompts: Sequence[str], num_steps: int = 20, guidance_s
     give fixed images.  `scheduler_overrides` changes sampling-only settings (e.g. clip_sample)."""
     import torch
     from diffusers import DDIMScheduler
-    scheduler = DDIMScheduler.from_config({**model.scheduler.config, **(scheduler_overrides or {})})
-    scheduler.set_timesteps(num_steps)
-    unet = model.unet
-    was_training = unet.training
-    unet.eval()
-    outputs = []
+
+    from algorithms.diffusion.core import sample_trajectories   # the one DDIM step of the project
+    if scheduler_overrides:
+        model = dataclasses.replace(model, scheduler=DDIMScheduler.from_config(
+            {**model.scheduler.config, **scheduler_overrides}))
+    was_training = model.unet.training
+    model.unet.eval()
     try:
         with torch.no_grad():
-            negative = model.encode_prompts([negative_prompt])
-            for start in range(0, len(prompts), batch_size):
-                chunk = list(prompts[start:start + batch_size])
-                n = len(chunk)
-                cond = model.encode_prompts(chunk)
-                guided = guidance_scale != 1.0
-                context = torch.cat([negative.expand(n, -1, -1), cond]) if guided else cond
-                x = torch.randn((n, *model.latent_shape), generator=generator)
-                for t in scheduler.timesteps:
-                    t = int(t)
-                    inp = torch.cat([x, x]) if guided else x
-                    out = unet(inp, torch.full((inp.shape[0],), t, dtype=torch.long), context).sample.float()
-                    if guided:
-                        uncond, text = out.chunk(2)
-                        out = uncond + guidance_scale * (text - uncond)
-                    x = ddim_step(scheduler, out, t, x, eta, generator)
-                outputs.append(model.decode(x))
+            return torch.cat([sample_trajectories(model, list(prompts[start:start + batch_size]), num_steps,
+                                                  guidance_scale, eta, generator=generator,
+                                                  negative_prompt=negative_prompt).images
+                              for start in range(0, len(prompts), batch_size)])
     finally:
-        unet.train(was_training)
-    return torch.cat(outputs)
+        model.unet.train(was_training)

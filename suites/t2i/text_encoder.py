@@ -18,8 +18,9 @@ repeat a lot in training and RL, so each prompt string's states are computed onc
 """
 from __future__ import annotations
 
+from suites.files import file_sha256  # noqa: E402  (re-exported)
+
 import functools
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -48,13 +49,6 @@ def minilm_dir() -> Path:
     return path
 
 
-def file_sha256(path: Path | str, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class MiniLMEncoder:
