@@ -663,10 +663,5 @@ def main_collect(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from suites.errors import UserError as _UserError
-
-    try:
-        sys.exit(main_collect())
-    except _UserError as _err:
-        print(f"error: {_err}", file=sys.stderr)
-        sys.exit(2)
+    from suites.errors import run_script
+    run_script(main_collect)
