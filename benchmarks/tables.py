@@ -46,6 +46,14 @@ def write_table(frame: pd.DataFrame, raw: pd.DataFrame, out_dir: Path, name: str
     return paths
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (its directory created), then close it."""
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+
+
 def final_eval(scalars: pd.DataFrame) -> pd.DataFrame:
     """The eval rows at each run's last step (the final checkpoint, not the best one)."""
     ev = scalars[scalars.split == "eval"]
@@ -133,8 +141,7 @@ def didactic_error_figure(scalars: pd.DataFrame, path: Path, reps: int, seed: in
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
     fig.suptitle("Error against exact ground truth (IQM over seeds, 95% bootstrap CI)", fontsize=11)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return path
 
 
@@ -247,8 +254,7 @@ def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_f
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     path = out_figs / "dmc_performance_profile.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return paths + [path]
 
 
@@ -353,9 +359,7 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = out_figs / "t2i_reward_vs_queries.png"
-    out_figs.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    plt.close(fig)
+    save_figure(fig, path)
     return [path]
 
 
@@ -383,9 +387,7 @@ def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> lis
         fig.suptitle(f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
                      fontsize=8)
         path = out_figs / f"t2i_samples_{name}_{algo}.png"
-        out_figs.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-        plt.close(fig)
+        save_figure(fig, path)
         paths.append(path)
     return paths
 
