@@ -50,11 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=8000, help="gradient steps (the cpu grid: 8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="ALGO.KEY=VALUE",
+                        help="override a config field of the cpu grid, e.g. --set onestep_fb.tanh_squash=true")
     parser.add_argument("--out", default=None, help="write the report here as JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        exp = load_experiment("dmc", "cpu", seeds=1)
+        exp = load_experiment("dmc", "cpu", seeds=1, overrides=args.overrides)
         trial = next((t for t in exp.trials() if t.algorithm == args.algorithm
                       and t.task_id == f"dmc/{args.domain.replace('_', '-')}-zeroshot-v0"), None)
         if trial is None:
@@ -82,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     val = task._val
     obs, action = torch.from_numpy(np.ascontiguousarray(val.obs)), torch.from_numpy(np.ascontiguousarray(val.action))
     report = {"domain": args.domain, "algorithm": args.algorithm, "steps": args.steps, "seed": args.seed,
+              "overrides": args.overrides,
               "train_seconds": round(time.time() - t0, 1), "tasks": {}}
     with torch.no_grad():
         for name in task.tasks:
@@ -92,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             a = agent.act(obs, z).numpy()
             slope = float(np.polyfit(mc[ok], q[ok], 1)[0]) if mc[ok].std() > 0 else float("nan")
             returns = task.rollout(name, lambda o: agent.act(torch.from_numpy(o), z).numpy(), episodes=5)
-            rand = task.rollout(name, lambda o: np.random.default_rng(0).uniform(-1, 1, (len(o), task.action_dim)),
-                                episodes=5)
+            rng = np.random.default_rng(0)   # one stream for the whole rollout: uniform random actions
+            rand = task.rollout(name, lambda o: rng.uniform(-1, 1, (len(o), task.action_dim)), episodes=5)
             report["tasks"][name] = {
                 "q_corr": round(float(np.corrcoef(q[ok], mc[ok])[0, 1]), 3) if mc[ok].std() > 0 else None,
                 "q_scale": round(slope, 3), "mc_mean": round(float(mc[ok].mean()), 3),

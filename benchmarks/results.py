@@ -131,11 +131,14 @@ class RunWriter:
     """The results writer of one trial; the adapter's only view of where results go.
 
     `report` (optional) forwards progress and metrics to the orchestrator (Ray Tune) for live display.
+    `device` is where the adapter computes: "cuda" when the grid gives the trial a GPU, else "cpu"
+    (`trial_device`); it is an execution detail like the thread count, so it is not in the config hash.
     """
 
     def __init__(self, results_root: Path, trial: TrialSpec, report: Callable[[dict], None] | None = None):
         self.trial, self.dir, self.report = trial, run_dir(results_root, trial), report
         self.seed = trial.seed
+        self.device = "cpu"
         self._rows: list[dict[str, Any]] = []
         self._samples: list[dict[str, Any]] = []
         self._manifest: dict[str, Any] = {}
@@ -171,7 +174,7 @@ class RunWriter:
             "versions": library_versions(),
             "data_hashes": data_hashes,
             "platform": {"machine": platform.machine(), "system": platform.system(),
-                         "threads": _threads()},
+                         "threads": _threads(), "device": _device_name(self.device)},
             "started_at": previous.get("started_at") or now(),
             "attempts": int(previous.get("attempts", 0)) + 1,
             "wall_time_s": float(previous.get("wall_time_s", 0.0)),
@@ -253,7 +256,7 @@ class RunWriter:
         if not path.is_file():
             self._rows = []
             return None
-        blob = torch.load(path, weights_only=False)
+        blob = torch.load(path, weights_only=False, map_location="cpu")  # the agent moves it to its device
         step = int(blob["step"])
         self._samples = [r for r in blob.get("samples", []) if r["step"] <= step]
         self._rows = [r for r in _read_jsonl(self.dir / SCALARS) if r["step"] <= step]
@@ -268,6 +271,25 @@ def _threads() -> int | None:
         return torch.get_num_threads()
     except ImportError:
         return None
+
+
+def trial_device(trial: TrialSpec) -> str:
+    """"cuda" when the grid's resources give the trial a GPU (Ray then exposes it to the trial's
+    process through CUDA_VISIBLE_DEVICES), else "cpu"."""
+    if float(trial.resources.get("gpu", 0) or 0) <= 0:
+        return "cpu"
+    import torch
+    if not torch.cuda.is_available():
+        raise UserError(f"trial {trial.run_id} asks for a GPU (resources.gpu={trial.resources['gpu']}) but torch "
+                        f"sees none here; run it on a GPU machine or set `resources: {{gpu: 0}}` in the grid")
+    return "cuda"
+
+
+def _device_name(device: str) -> str:
+    if device == "cpu":
+        return "cpu"
+    import torch
+    return f"{device} ({torch.cuda.get_device_name()})"
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -299,6 +321,7 @@ def execute_trial(trial: TrialSpec, results_root: Path, report: Callable[[dict],
         task = spec.make()
         module = algo_registry.get(trial.algorithm).load()
         cfg = build_config(module.Config, trial.algo_config, f"trial {trial.run_id}")
+        writer.device = trial_device(trial)
         writer.start(spec.version, task.data_hashes())
         module.run(task, cfg, writer)
         writer.finish()

@@ -12,6 +12,8 @@ from suites.didactic import ground_truth as gt
 from suites.didactic.cmp import five_state, load_cmp, three_state
 from suites.didactic import EXAMPLE_CMP
 
+from fixtures import MemoryWriter
+
 CMPS = {"three-state": three_state(), "five-state": five_state(), "four-state-chain": load_cmp(EXAMPLE_CMP)}
 
 
@@ -84,31 +86,6 @@ def test_kl_and_argmax_helpers():
     np.testing.assert_array_equal(gt.unique_argmax_mask(q), [True, False])
 
 
-class _Recorder:
-    """A minimal results writer for running an adapter in-process."""
-
-    seed = 0
-
-    def __init__(self):
-        self.eval, self.samples = {}, []
-
-    def load_checkpoint(self):
-        return None
-
-    def save_checkpoint(self, state, step):
-        pass
-
-    def log(self, step, metrics, split):
-        if split == "eval":
-            self.eval[step] = metrics
-
-    def progress(self, iterable, total, initial=0):
-        return iterable
-
-    def add_samples(self, rows, step):
-        self.samples = rows
-
-
 @pytest.mark.parametrize("task_id", ["didactic/three-state-v0", "didactic/five-state-v0"])
 def test_onestep_fb_reaches_exact_ground_truth_at_tiny_size(task_id):
     """Acceptance: at the tiny size, one-step FB's M/rho and Q errors are <= 1e-6 on both CMPs, and its
@@ -119,7 +96,7 @@ def test_onestep_fb_reaches_exact_ground_truth_at_tiny_size(task_id):
     cfg = dataclasses.replace(cfg, eval_every=cfg.num_steps)
     task = registry.get(task_id).make()
     torch.set_num_threads(1)
-    rec = _Recorder()
+    rec = MemoryWriter()
     onestep_fb.run(task, cfg, rec)
     final = rec.eval[cfg.num_steps]
     assert final["successor_error"] <= 1e-6

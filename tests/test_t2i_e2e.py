@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
+from fixtures import MemoryWriter
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -79,31 +81,6 @@ def test_paper_size_without_a_stable_diffusion_folder_is_one_line(tmp_path):
 
 
 # ---- the DDPO loop on the committed shapes model, no Ray ------------------------------------------------
-class _Writer:
-    """A results writer that keeps everything in memory (the adapter's whole view of results)."""
-
-    def __init__(self, seed: int = 0):
-        self.seed, self.rows, self.samples, self.artifacts, self.state = seed, [], [], {}, None
-
-    def log(self, step, metrics, split):
-        self.rows += [{"step": step, "split": split, "metric": k, "value": v} for k, v in metrics.items()]
-
-    def add_samples(self, rows, step):
-        self.samples += [{"step": step, **r} for r in rows]
-
-    def save_artifact(self, name, data):
-        self.artifacts[name] = data
-
-    def progress(self, iterable, total, initial=0):
-        yield from iterable
-
-    def save_checkpoint(self, state, step):
-        self.state = state
-
-    def load_checkpoint(self):
-        return None
-
-
 def test_ddpo_first_micro_step_is_on_policy_and_steps_follow_accumulation():
     """§6.5 item 2: before any update the recomputed log-probs equal the sampled ones (ratio 1,
     approx_kl 0, clipfrac 0 in fp32); item 8: one optimizer step per accumulation group."""
@@ -116,7 +93,7 @@ def test_ddpo_first_micro_step_is_on_policy_and_steps_follow_accumulation():
                       train_batch_size=2, gradient_accumulation_steps=2, stat_min_count=2, learning_rate=0.0,
                       adam_weight_decay=0.0)
     torch.set_num_threads(2)
-    writer = _Writer()
+    writer = MemoryWriter()
     ddpo.run(task, cfg, writer)
     train = {r["metric"]: r["value"] for r in writer.rows if r["split"] == "train"}
     # lr 0: the policy never changes, so every recomputed log-prob equals the sampled one

@@ -100,7 +100,9 @@ def run(task, cfg: Config, run) -> None:
     generator = torch.Generator().manual_seed(run.seed)       # all sampling noise, prompts and shuffles
     model = task.load_model()
     model.unet.requires_grad_(False)
-    core.add_lora(model.unet, rank=cfg.lora_rank, seed=run.seed)
+    core.add_lora(model.unet, rank=cfg.lora_rank, seed=run.seed)   # on the CPU: the same init on every device
+    model.to(run.device)
+    task.use_device(run.device)
     params = core.lora_parameters(model.unet)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                   weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)

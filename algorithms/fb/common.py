@@ -22,7 +22,19 @@ def resolve_dtype(name: str) -> torch.dtype:
 
 class CheckpointedAgent(nn.Module):
     """Base of the FB-family agents: `state_dict` also carries every optimiser the agent holds (its
-    attributes that are torch optimisers), so a checkpoint resumes training exactly."""
+    attributes that are torch optimisers), so a checkpoint resumes training exactly.
+
+    Devices: an agent lives where its parameters are (`agent.to("cuda")` before its optimisers take
+    state).  Its public methods (`infer_task_vector`, `predict_q`, `predict_successor_ratio`, `act`)
+    take tensors anywhere and return them on the CPU, so tasks never see the device."""
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def inputs(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Tensors cast to the agent's dtype on the agent's device."""
+        return tuple(t.to(self.device, self.dtype) for t in tensors)
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {k: v for k, v in vars(self).items() if isinstance(v, torch.optim.Optimizer)}
@@ -60,16 +72,16 @@ def aggregate_heads(values: torch.Tensor, how: str, dim: int = 0) -> torch.Tenso
     raise ValueError(f"aggregation must be 'mean' or 'min', not {how!r}")
 
 
-def batch_to(batch: TransitionBatch, dtype: torch.dtype) -> TransitionBatch:
+def batch_to(batch: TransitionBatch, dtype: torch.dtype, device: torch.device | str = "cpu") -> TransitionBatch:
     def cast(t):
-        return None if t is None else t.to(dtype)
+        return None if t is None else t.to(device, dtype)
     return TransitionBatch(cast(batch.obs), cast(batch.action), cast(batch.next_obs), cast(batch.next_action),
-                           None if batch.weight is None else batch.weight.to(torch.float64))
+                           None if batch.weight is None else batch.weight.to(device, torch.float64))
 
 
 def all_actions_for(obs: torch.Tensor, n_actions: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Repeat each row for every discrete action: obs [N*A, o] and one-hot actions [N*A, A]."""
-    eye = torch.eye(n_actions, dtype=obs.dtype)
+    eye = torch.eye(n_actions, dtype=obs.dtype, device=obs.device)
     return obs.repeat_interleave(n_actions, 0), eye.repeat(obs.shape[0], 1)
 
 
@@ -103,6 +115,7 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
 
     The final checkpoint is the one evaluated and reported (not the best one; fb.md §2.1, [CA] #5).
     """
+    agent.to(run.device)  # before any optimiser state exists (Adam's state is created on the first step)
     generator = torch.Generator().manual_seed(run.seed)
     start = 0
     state = run.load_checkpoint()
@@ -117,7 +130,7 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
         for group in agent.optimizer.param_groups:
             group["lr"] = learning_rate(cfg.lr, cfg.lr_schedule, step, cfg.num_steps)
         batch = task.sample(cfg.batch_size, generator)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        with torch.autocast(agent.device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
             logs = agent.update(batch, generator)
         if step % cfg.log_every == 0:
             run.log(step, {k: float(v) for k, v in logs.items()}, split="train")

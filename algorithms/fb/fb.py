@@ -137,7 +137,7 @@ class FB(CheckpointedAgent):
         """a = clip(tanh(mu(s, z)) + clip(eps, -c, c), -1, 1), eps ~ N(0, std^2); the gradient flows through
         the clip to the bounds (controllable_agent's TruncatedNormal.sample)."""
         mean = self.actor(obs, z)
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype) * self.cfg.actor_std
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype).to(mean.device) * self.cfg.actor_std
         action = mean + noise.clamp(-self.cfg.actor_std_clip, self.cfg.actor_std_clip)
         bounded = action.clamp(-1.0 + 1e-6, 1.0 - 1e-6)
         return action - action.detach() + bounded.detach()
@@ -148,7 +148,7 @@ class FB(CheckpointedAgent):
 
     # ---- one gradient step: the FB loss --------------------------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = batch_to(batch, self.dtype)
+        b = batch_to(batch, self.dtype, self.device)
         cfg, n, d = self.cfg, len(b), self.cfg.latent_dim
         with torch.no_grad():
             goal_B = self.B(b.next_obs)
@@ -192,31 +192,31 @@ class FB(CheckpointedAgent):
     @torch.no_grad()
     def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
         """z_r = E[r(s') B(s')] (not projected: its norm carries the scale of Q)."""
-        b = batch_to(batch, self.dtype)
-        return losses.infer_task_vector(self.B(b.next_obs), reward.to(self.dtype), b.weight, 0.0)
+        b = batch_to(batch, self.dtype, self.device)
+        return losses.infer_task_vector(self.B(b.next_obs), *self.inputs(reward), b.weight, 0.0).cpu()
 
     def _policy_latent(self, z, n):
-        return losses.project_to_sphere(z.to(self.dtype))[None].expand(n, -1)
+        return losses.project_to_sphere(*self.inputs(z))[None].expand(n, -1)
 
     @torch.no_grad()
     def predict_q(self, obs, action, z) -> torch.Tensor:
         """Q_r(s, a) = F(s, a, z_hat)^T z_r with z_hat the projected latent the policy is conditioned on."""
-        obs, action = obs.to(self.dtype), action.to(self.dtype)
-        q = torch.einsum("end,d->en", self.F(obs, action, self._policy_latent(z, obs.shape[0])), z.to(self.dtype))
-        return aggregate_heads(q, self.cfg.q_agg)
+        obs, action, z_r = self.inputs(obs, action, z)
+        q = torch.einsum("end,d->en", self.F(obs, action, self._policy_latent(z, obs.shape[0])), z_r)
+        return aggregate_heads(q, self.cfg.q_agg).cpu()
 
     @torch.no_grad()
     def predict_successor_ratio(self, obs, action, goal_obs, goal_action, z) -> torch.Tensor:
-        obs, action = obs.to(self.dtype), action.to(self.dtype)
+        obs, action, goal_obs = self.inputs(obs, action, goal_obs)
         F = aggregate_heads(self.F(obs, action, self._policy_latent(z, obs.shape[0])), "mean")
-        return F @ self.B(goal_obs.to(self.dtype)).T
+        return (F @ self.B(goal_obs).T).cpu()
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
         """The evaluation action: the greedy action index (discrete) or the actor's mean tanh(mu) (continuous)."""
-        obs = obs.to(self.dtype)
+        obs, = self.inputs(obs)
         z_hat = self._policy_latent(z, obs.shape[0])
-        return self.greedy_action(obs, z_hat).argmax(1) if self.actor is None else self.actor(obs, z_hat)
+        return (self.greedy_action(obs, z_hat).argmax(1) if self.actor is None else self.actor(obs, z_hat)).cpu()
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:

@@ -37,12 +37,12 @@ __all__ = ["CONVENTIONS", "pair_weights", "successor_loss", "orthonormality_loss
            "sample_latents", "infer_task_vector"]
 
 
-def pair_weights(n: int, weight: torch.Tensor | None = None, dtype=torch.float32
+def pair_weights(n: int, weight: torch.Tensor | None = None, dtype=torch.float32, device=None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(pair weights [N, N], positive weights [N]) of the estimator; see the module docstring."""
     if weight is None:
-        off = (1.0 - torch.eye(n, dtype=dtype)) / (n * (n - 1))
-        return off, torch.full((n,), 1.0 / n, dtype=dtype)
+        off = (1.0 - torch.eye(n, dtype=dtype, device=device)) / (n * (n - 1))
+        return off, torch.full((n,), 1.0 / n, dtype=dtype, device=device)
     p = weight.to(dtype) / weight.sum()
     return torch.outer(p, p), p
 
@@ -60,7 +60,7 @@ def successor_loss(M: torch.Tensor, target_M: torch.Tensor, discount: float, con
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS}, not {convention!r}")
     n = M.shape[-1]
-    W, pos = pair_weights(n, weight, M.dtype)
+    W, pos = pair_weights(n, weight, M.dtype, M.device)
     diff = M - discount * target_M.detach().unsqueeze(-3)
     offdiag = 0.5 * (W * diff.pow(2)).sum((-2, -1))                                    # [..., E]
     diag = -torch.einsum("i,...i->...", pos, torch.diagonal(M, dim1=-2, dim2=-1))     # [..., E]
@@ -77,7 +77,7 @@ def successor_loss(M: torch.Tensor, target_M: torch.Tensor, discount: float, con
 def orthonormality_loss(B: torch.Tensor, convention: str, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Estimate of ||E[B B^T] - I||^2 up to a constant (Touati) or half of it (Zheng).  B: [N, d]."""
     C = B @ B.T
-    W, pos = pair_weights(B.shape[0], weight, B.dtype)
+    W, pos = pair_weights(B.shape[0], weight, B.dtype, B.device)
     offdiag = (W * C.pow(2)).sum()
     diag = (pos * torch.diagonal(C)).sum()
     if convention == "touati":
@@ -94,20 +94,24 @@ def project_to_sphere(z: torch.Tensor) -> torch.Tensor:
 
 def sample_latents(n: int, dim: int, generator: torch.Generator, mix_ratio: float,
                    goal_embeddings: torch.Tensor | None = None, goal_weight: torch.Tensor | None = None,
-                   dtype=torch.float32) -> torch.Tensor:
+                   dtype=torch.float32, device=None) -> torch.Tensor:
     """Training latents: Gaussian directions on the sqrt(d)-sphere, and with probability `mix_ratio`
     per row the projected backward embedding of a random batch goal (fb.md §2.1 `sample_z`, §3).
 
     goal_embeddings: [G, d] B of the batch goals (computed by the caller under no_grad), or None;
     goal_weight:     [G] probabilities of those goals (a weighted support); uniform when None.
+    device:          where the latents go (default: the goals' device, else the CPU).  The random draws
+                     always come from the CPU `generator`, so a run is the same stream on every device.
     """
-    z = project_to_sphere(torch.randn(n, dim, generator=generator, dtype=dtype))
+    if device is None:
+        device = "cpu" if goal_embeddings is None else goal_embeddings.device
+    z = project_to_sphere(torch.randn(n, dim, generator=generator, dtype=dtype).to(device))
     if goal_embeddings is None or mix_ratio <= 0:
         return z
-    use_goal = torch.rand(n, generator=generator) < mix_ratio
-    probs = (torch.ones(goal_embeddings.shape[0]) if goal_weight is None else goal_weight).to(torch.float64)
-    idx = torch.multinomial(probs, n, replacement=True, generator=generator)
-    goals = project_to_sphere(goal_embeddings[idx].to(dtype))
+    use_goal = (torch.rand(n, generator=generator) < mix_ratio).to(device)
+    probs = (torch.ones(goal_embeddings.shape[0]) if goal_weight is None else goal_weight.cpu()).to(torch.float64)
+    idx = torch.multinomial(probs, n, replacement=True, generator=generator).to(goal_embeddings.device)
+    goals = project_to_sphere(goal_embeddings[idx].to(dtype)).to(device)
     return torch.where(use_goal[:, None], goals, z)
 
 

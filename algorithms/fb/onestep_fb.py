@@ -133,7 +133,7 @@ class OneStepFB(CheckpointedAgent):
 
     # ---- one gradient step: the representation loss, Eq. 12 ------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = batch_to(batch, self.dtype)
+        b = batch_to(batch, self.dtype, self.device)
         cfg = self.cfg
         with torch.no_grad():  # SARSA target with the DATA's next action: mean_e F_bar_e(s', a') B_bar(g)^T
             target_F = self.F(b.next_obs, b.next_action, self.target_forward)
@@ -191,31 +191,33 @@ class OneStepFB(CheckpointedAgent):
     @torch.no_grad()
     def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
         """z_r = E[softmax(T r) r B(s, a)] (not projected; the policy is invariant to its norm)."""
-        b = batch_to(batch, self.dtype)
-        return losses.infer_task_vector(self.B(b.obs, b.action), reward.to(self.dtype), b.weight,
-                                        self.cfg.reward_temperature)
+        b = batch_to(batch, self.dtype, self.device)
+        return losses.infer_task_vector(self.B(b.obs, b.action), *self.inputs(reward), b.weight,
+                                        self.cfg.reward_temperature).cpu()
 
     @torch.no_grad()
     def predict_q(self, obs, action, z) -> torch.Tensor:
         """Q^beta_r(s, a) = F(s, a)^T z_r / (1 - gamma) (normalised successor measure)."""
-        q = torch.einsum("end,d->en", self.F(obs.to(self.dtype), action.to(self.dtype)), z.to(self.dtype))
-        return aggregate_heads(q, self.cfg.q_agg) / (1.0 - self.gamma)
+        obs, action, z = self.inputs(obs, action, z)
+        q = torch.einsum("end,d->en", self.F(obs, action), z)
+        return (aggregate_heads(q, self.cfg.q_agg) / (1.0 - self.gamma)).cpu()
 
     @torch.no_grad()
     def predict_successor_ratio(self, obs, action, goal_obs, goal_action, z=None) -> torch.Tensor:
-        F = aggregate_heads(self.F(obs.to(self.dtype), action.to(self.dtype)), "mean")
-        return F @ self.B(goal_obs.to(self.dtype), goal_action.to(self.dtype)).T
+        obs, action, goal_obs, goal_action = self.inputs(obs, action, goal_obs, goal_action)
+        F = aggregate_heads(self.F(obs, action), "mean")
+        return (F @ self.B(goal_obs, goal_action).T).cpu()
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
         """Discrete: argmax_a Q^beta_z(s, a), the one-step policy improvement.  Continuous: the actor's mode,
         clipped to [-1, 1] (evaluation temperature 0), with z projected to the sqrt(d) sphere."""
-        obs = obs.to(self.dtype)
+        obs, z = self.inputs(obs, z)
         if self.actor is None:
             all_obs, all_act = all_actions_for(obs, self.n_actions)
             return self.predict_q(all_obs, all_act, z).reshape(-1, self.n_actions).argmax(1)
-        z_hat = losses.project_to_sphere(z.to(self.dtype))[None].expand(obs.shape[0], -1)
-        return self.actor(obs, z_hat).clamp(-1.0, 1.0)
+        z_hat = losses.project_to_sphere(z)[None].expand(obs.shape[0], -1)
+        return self.actor(obs, z_hat).clamp(-1.0, 1.0).cpu()
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:

@@ -35,12 +35,21 @@ SIZES = {
 }
 
 
-def gemm_gflops(seconds: float = 1.0, n: int = 1024) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_gflops(seconds: float = 1.0, n: int = 1024, device: str = "cpu") -> float:
+    """fp32 GEMM rate on `device` (on CUDA an 8192 product, synchronised: the card's fp32 peak)."""
+    n = 8192 if device == "cuda" else n
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     torch.mm(a, b)
+    _sync(device)
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         torch.mm(a, b)
+        _sync(device)
         count += 1
     return 2 * n ** 3 * count / (time.perf_counter() - t0) / 1e9
 
@@ -52,29 +61,32 @@ def _agent(algo: str, cfg):
     return cls(cfg, spec.obs_dim, spec.action_dim, 0, 0.98), spec
 
 
-def measure_update(algo: str, cfg, seconds: float, bf16: bool = False) -> dict:
+def measure_update(algo: str, cfg, seconds: float, bf16: bool = False, device: str = "cpu") -> dict:
     agent, spec = _agent(algo, cfg)
+    agent.to(device)
     g = torch.Generator().manual_seed(0)
     n = cfg.batch_size
     batch = TransitionBatch(torch.randn(n, spec.obs_dim, generator=g), torch.rand(n, spec.action_dim, generator=g) * 2 - 1,
                             torch.randn(n, spec.obs_dim, generator=g), torch.rand(n, spec.action_dim, generator=g) * 2 - 1)
+    batch = TransitionBatch(*(t.to(device) for t in (batch.obs, batch.action, batch.next_obs, batch.next_action)))
 
     def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
             agent.update(batch, g)
+        _sync(device)
 
     for _ in range(3):
         step()
     with FlopCounterMode(display=False) as counter:
         step()
     flops = counter.get_total_flops()
-    gemm_before = gemm_gflops()
+    gemm_before = gemm_gflops(device=device)
     count, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds:
         step()
         count += 1
     rate = count / (time.perf_counter() - t0)
-    gemm = (gemm_before + gemm_gflops()) / 2
+    gemm = (gemm_before + gemm_gflops(device=device)) / 2
     return {"updates_per_s": round(rate, 2), "ms_per_update": round(1e3 / rate, 1), "gflop_per_update": round(flops / 1e9, 3),
             "gflops": round(flops * rate / 1e9, 1), "gemm_gflops_fp32": round(gemm, 1),
             "fraction_of_gemm": round(flops * rate / 1e9 / gemm, 3), "updates_timed": count}
@@ -104,6 +116,13 @@ def measure(seconds: float) -> dict:
                 out["updates"][f"{algo}/{size}/fp32/{threads}t"] = measure_update(algo, cfg, seconds)
                 out["updates"][f"{algo}/{size}/bf16/{threads}t"] = measure_update(algo, cfg, seconds, bf16=True)
     torch.set_num_threads(cores)
+    if torch.cuda.is_available():  # the paper size is meant for GPUs: time it there too (fp32 GEMM, no TF32)
+        out["cuda_device"] = torch.cuda.get_device_name()
+        for algo, cfg in SIZES["paper"].items():
+            for bf16 in (False, True):
+                key = f"{algo}/paper/{'bf16' if bf16 else 'fp32'}/cuda"
+                out["updates"][key] = measure_update(algo, cfg, seconds, bf16=bf16, device="cuda")
+                out["updates"][key]["hours_per_1M_updates"] = round(1e6 / out["updates"][key]["updates_per_s"] / 3600, 2)
     out["collection"] = measure_collection(seconds)
     out["targets"] = {"paper_fraction_of_gemm_min": 0.85, "cpu_fraction_of_gemm_min": 0.65,
                       "collection_speedup_2_vs_1_min": 1.6}

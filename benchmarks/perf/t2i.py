@@ -105,6 +105,7 @@ class _EpochClock:
 
     def __init__(self, root: Path, seed: int = 0):
         self.seed, self.root, self.ends, self.eval_seconds = seed, root, [], 0.0
+        self.device = "cpu"
 
     def log(self, *a, **k):
         pass

@@ -33,3 +33,12 @@ class T2IModel:
     hashes: dict[str, str] = dataclasses.field(default_factory=dict)
     extras: dict[str, Any] = dataclasses.field(default_factory=dict)
     """Loader-specific objects (e.g. the diffusers pipeline at the paper size, for LoRA export)."""
+
+    def to(self, device) -> "T2IModel":
+        """Move the model's modules (the UNet; at the paper size the whole pipeline: VAE, text encoder)
+        to `device`.  Prompt states come back on the CPU and the core moves them to the UNet's device."""
+        pipeline = self.extras.get("pipeline")
+        if pipeline is not None:
+            pipeline.to(device)
+        self.unet.to(device)
+        return self

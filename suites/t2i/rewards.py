@@ -320,6 +320,12 @@ class ClipScore:
         self.batch_size = int(batch_size)
         self._text_cache: dict[str, Any] = {}
 
+    def to(self, device: str) -> "ClipScore":
+        """Compute embeddings on `device` (scores still come back as numpy on the CPU)."""
+        self.clip.model.to(device)
+        self.device = str(device)
+        return self
+
     @property
     def hashes(self) -> dict[str, str]:
         """weights file name -> sha256 (computed once; the ViT-H-14 file takes a few seconds)."""

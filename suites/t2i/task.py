@@ -111,12 +111,21 @@ class T2ITask:
         from suites.t2i.sd import load_sd_model
         return load_sd_model(self.model_dir)
 
+    def use_device(self, device: str) -> None:
+        """Run the reward models that have weights (clipscore) on `device` from now on."""
+        self.__dict__["_device"] = str(device)
+        for reward in self.__dict__.get("_rewards", {}).values():
+            if hasattr(reward, "to"):
+                reward.to(device)
+
     def _reward(self, name: str):
         cache = self.__dict__.setdefault("_rewards", {})
         if name not in cache:
             from suites.t2i.rewards import make_reward
             kwargs = {"checkpoint": self.reward_checkpoint, "arch": self.reward_arch} if name == "clipscore" else {}
             cache[name] = make_reward(name, **kwargs)
+            if hasattr(cache[name], "to"):
+                cache[name].to(self.__dict__.get("_device", "cpu"))
         return cache[name]
 
     def reward_fn(self):
