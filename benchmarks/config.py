@@ -42,7 +42,7 @@ SIZES = ("tiny", "cpu", "paper")
 TOP_KEYS = ("suite", "description", "common", "sizes")
 SIZE_KEYS = ("seeds", "tasks", "algorithms", "per_task", "resources", "max_concurrent")
 RESOURCE_KEYS = ("cpu", "gpu")
-PATH_KWARGS = ("path", "dataset", "data_dir", "dataset_dir", "model_dir", "reward_checkpoint")
+PATH_KWARGS = ("path", "dataset", "data_dir", "dataset_dir", "model_dir", "reward_checkpoint", "prompt_dir")
 LOCATION_KWARGS = ("data_root",)  # where data lives on this machine: not part of a run's identity
 TASK_OVERRIDE = "task"   # `--set task.KEY=VALUE` sets a task kwarg of every task in the grid
 

@@ -73,6 +73,42 @@ def test_bad_t2i_input_is_one_line(tmp_path, args, expected):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("files, expected", [
+    ({"mine/animals_train.txt": "a red circle\na red circle\n", "mine/animals_test.txt": "a blue square\n"},
+     "animals_train.txt:2: duplicate prompt 'a red circle'"),
+    ({"mine/animals_train.txt": "# only a comment\n", "mine/animals_test.txt": "a blue square\n"},
+     "the prompt set is empty"),
+    ({"mine/animals_train.json": '["a red circle", 3]', "mine/animals_test.txt": "a blue square\n"},
+     "item 1 is 3, not a string"),
+    ({"mine/animals_train.txt": "a red circle\n"}, "has no split 'test'"),
+    ({}, "is not a directory"),
+])
+def test_a_malformed_user_prompt_file_is_one_line(tmp_path, files, expected):
+    """Users bring their own prompts with `--set task.prompt_dir=DIR --set task.prompt_set=GROUP/SET`;
+    a bad file is named with its line, before any trial starts."""
+    prompt_dir = tmp_path / "prompts"
+    for name, text in files.items():
+        (prompt_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (prompt_dir / name).write_text(text)
+    out = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny", "--set", f"task.prompt_dir={prompt_dir}",
+               "--set", "task.prompt_set=mine/animals")
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "results").exists()
+
+
+def test_user_prompt_dir_is_used_by_the_task(tmp_path):
+    from suites import registry
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "pairs_train.txt").write_text("a red circle\n# comment\ntwo blue squares\n")
+    (tmp_path / "mine" / "pairs_test.txt").write_text("a green triangle\n")
+    task = registry.get("t2i/shapes-composition-v0").with_kwargs(prompt_dir=str(tmp_path),
+                                                                 prompt_set="mine/pairs").make()
+    assert task.train_prompts == ("a red circle", "two blue squares")
+    assert task.test_prompts == ("a green triangle",)
+
+
 def test_paper_size_without_a_stable_diffusion_folder_is_one_line(tmp_path):
     out = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "paper", "--seeds", "1")
     assert out.returncode == 2

@@ -26,7 +26,7 @@ ENTRY = "suites.t2i.task:make_task"
 # Every kwarg of the entry point with its default, so a grid may override any of them.
 DEFAULTS = {"model": "shapes", "model_dir": None, "reward": "clipscore", "reward_checkpoint": None,
             "reward_arch": None, "eval_images_per_prompt": 8, "eval_max_prompts": None, "eval_seed": 1234,
-            "eval_batch_size": 32}
+            "eval_batch_size": 32, "prompt_dir": None}
 SHAPES_SETS = {
     "composition": "B²-DiffuRL template 1 in the shapes world: seen colours and shapes, unseen pairs",
     "attribute": "template 2: colour binding; natural training colours, unusual test colours",

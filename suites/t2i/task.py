@@ -4,7 +4,9 @@ A task bundles what the algorithm trains against and how the result is judged:
   model        the base model (`shapes`: the embedded pixel-space model, suites/t2i/shapes_model.py;
                `sd`: a local diffusers Stable Diffusion folder, suites/t2i/sd.py)
   prompts      a versioned prompt set (suites/t2i/prompts/): train split for fine-tuning, train and
-               test splits for evaluation
+               test splits for evaluation.  Your own prompts: a directory laid out the same way
+               (`<group>/<set>_train.txt` and `<set>_test.txt`, one prompt per line, or JSON lists),
+               e.g. `--set task.prompt_dir=my_prompts --set task.prompt_set=mine/animals`
   reward       the training reward (suites/t2i/rewards.py): `clipscore` by default, as B²-DiffuRL
   evaluation   `evaluate(generate, step)`: for every prompt of each split, `eval_images_per_prompt`
                images from a fixed noise stream (seeded by `eval_seed` and the run's seed, so the base
@@ -49,7 +51,7 @@ class T2IEval:
 def make_task(prompt_set: str, model: str = "shapes", model_dir: str | None = None, reward: str = "clipscore",
               reward_checkpoint: str | None = None, reward_arch: str | None = None,
               eval_images_per_prompt: int = 8, eval_max_prompts: int | None = None, eval_seed: int = 1234,
-              eval_batch_size: int = 32) -> "T2ITask":
+              eval_batch_size: int = 32, prompt_dir: str | None = None) -> "T2ITask":
     """Registry entry point.  Cheap, and validates everything a trial will need (prompt files, model
     and reward checkpoints), so a bad grid fails in one line before any trial starts."""
     if model not in MODELS:
@@ -61,8 +63,11 @@ def make_task(prompt_set: str, model: str = "shapes", model_dir: str | None = No
     for name, value in (("eval_images_per_prompt", eval_images_per_prompt), ("eval_batch_size", eval_batch_size)):
         if int(value) < 1:
             raise UserError(f"t2i task: {name} must be >= 1 (got {value})")
-    train = load_prompt_set(prompt_set, "train")
-    test = load_prompt_set(prompt_set, "test")
+    if prompt_dir is not None and not Path(prompt_dir).is_dir():
+        raise UserError(f"prompt_dir {prompt_dir} is not a directory; point it at a folder holding "
+                        f"<group>/<set>_train.txt and <group>/<set>_test.txt (the layout of suites/t2i/prompts/)")
+    train = load_prompt_set(prompt_set, "train", root=prompt_dir)
+    test = load_prompt_set(prompt_set, "test", root=prompt_dir)
     task = T2ITask(prompt_set, train, test, model, model_dir, reward, reward_checkpoint, reward_arch,
                    int(eval_images_per_prompt), eval_max_prompts, int(eval_seed), int(eval_batch_size))
     task.check_files()
