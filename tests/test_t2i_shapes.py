@@ -236,6 +236,8 @@ def test_every_prompt_set_loads():
     assert sizes["b2diffurl/template2"] == {"train": 40, "test": 40}
     assert sizes["b2diffurl/template3"] == {"train": 40, "test": 30}
     assert sizes["ddpo/simple_animals"] == {"all": 45} and sizes["ddpo/activities"] == {"all": 3}
+    animals = load_prompt_set("ddpo/imagenet_animals", "all")   # ImageNet classes [0, 398)
+    assert len(animals) == 398 and animals[0] == "tench" and animals[-1] == "puffer"
     assert {n for n in sizes if n.startswith("shapes-v0/")} == {f"shapes-v0/{s}" for s in make_prompt_sets.DESCRIPTIONS}
 
 
