@@ -93,15 +93,25 @@ def measure_update(algo: str, cfg, seconds: float, bf16: bool = False, device: s
 
 
 def measure_collection(seconds: float) -> dict:
+    """Env steps/s of the grid's collection (RND explorer at the cpu size) with 1 and 2 workers.  Two rates:
+    over the whole call (process start-up included) and steady state (from the first to the last completed
+    episode, what a long collection sees).  At least 12 episodes, so start-up does not dominate."""
     from suites.dmc.collect import collect
 
-    out = {}
-    steps = max(2000, int(3000 * seconds))
+    out = {"explorer": "rnd/cpu"}
+    steps = max(12_000, int(1000 * seconds))
     for workers in (1, 2):
         with tempfile.TemporaryDirectory() as tmp:
-            summary = collect(DOMAIN, "random", steps, os.path.join(tmp, "d"), workers=workers, progress=False)
-        out[f"random_{workers}_workers_steps_per_s"] = round(summary["steps_per_second"], 1)
-    out["speedup_2_vs_1"] = round(out["random_2_workers_steps_per_s"] / out["random_1_workers_steps_per_s"], 2)
+            summary = collect(DOMAIN, "rnd", steps, os.path.join(tmp, "d"), workers=workers, progress=False,
+                              explorer_config="cpu")
+        (t0, n0), (t1, n1) = summary["timeline"][0], summary["timeline"][-1]
+        out[f"rnd_{workers}_workers_steps_per_s"] = round(summary["steps_per_second"], 1)
+        out[f"rnd_{workers}_workers_steady_steps_per_s"] = round((n1 - n0) / (t1 - t0), 1) if t1 > t0 else None
+    out["steps"] = steps
+    out["speedup_2_vs_1"] = round(out["rnd_2_workers_steps_per_s"] / out["rnd_1_workers_steps_per_s"], 2)
+    if out["rnd_1_workers_steady_steps_per_s"] and out["rnd_2_workers_steady_steps_per_s"]:
+        out["steady_speedup_2_vs_1"] = round(out["rnd_2_workers_steady_steps_per_s"]
+                                             / out["rnd_1_workers_steady_steps_per_s"], 2)
     return out
 
 
