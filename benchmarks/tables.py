@@ -314,6 +314,7 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                                         "base": float(gb.mean()), "delta": point, "delta_ci_low": low,
                                         "delta_ci_high": high})
                 rows.append(row)
+    rows += _t2i_pooled_rows(base, final, algos, raw, reps, seed)
     frame = pd.DataFrame(rows).fillna("–")
     for r in raw:
         if r["metric"] in ("clipscore", "oracle_binary") and r["seeds"] >= 2:  # one seed has no CI
@@ -333,6 +334,40 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     paths += t2i_reward_curve(scalars, out_figs)
     paths += t2i_sample_grids(final, out_tables.parent.parent / "runs", out_figs)
     return paths
+
+
+def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], reps: int,
+                     seed: int) -> list[dict]:
+    """'all sets' rows: the mean over prompt sets and seeds, with a stratified bootstrap CI (seeds resampled
+    within each set, as the dmc aggregate does over tasks).  Only where every set has the same seeds."""
+    tasks = sorted(final.task_id.unique())
+    if len(tasks) < 2:
+        return []
+    rows = []
+    for split in ("train", "test"):
+        for metric, title, digits in T2I_METRICS:
+            row = {"prompt set": "all sets", "split": split, "metric": title}
+            sel_b = base[(base.split_name == split) & (base.name == metric)]
+            for algo in algos:
+                sel_f = final[(final.split_name == split) & (final.name == metric) & (final.algorithm == algo)]
+                f = sel_f.pivot_table(index="seed", columns="task_id", values="value")
+                b = sel_b[sel_b.algorithm == algo].pivot_table(index="seed", columns="task_id", values="value")
+                if f.shape[1] != len(tasks) or f.isna().any().any() or not f.index.equals(b.index) \
+                        or list(f.columns) != list(b.columns):
+                    continue
+                name = T2I_NAMES.get(algo, algo)
+                cells = {"base": b.to_numpy(), name: f.to_numpy(), f"{name} − base": (f - b).to_numpy()}
+                for column, values in cells.items():
+                    point, low, high = stats.interval_estimate(values, stats.mean, reps=reps, seed=seed)
+                    row[column] = fmt_fixed(point, low, high, digits)
+                    if column.endswith("− base"):
+                        raw.append({"task": "t2i/all-sets", "split": split, "metric": metric, "algorithm": algo,
+                                    "seeds": int(f.shape[0]), "final": float(f.to_numpy().mean()),
+                                    "base": float(b.to_numpy().mean()), "delta": point, "delta_ci_low": low,
+                                    "delta_ci_high": high})
+            if len(row) > 3:
+                rows.append(row)
+    return rows
 
 
 def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
