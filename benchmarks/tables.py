@@ -339,7 +339,8 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
 def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], reps: int,
                      seed: int) -> list[dict]:
     """'all sets' rows: the mean over prompt sets and seeds, with a stratified bootstrap CI (seeds resampled
-    within each set, as the dmc aggregate does over tasks).  Only where every set has the same seeds."""
+    within each set, as the dmc aggregate does over tasks).  Only where every set has the same seeds.  The
+    pooled differences are also appended to `raw` (the table's CSV rows and the footer's verdicts)."""
     tasks = sorted(final.task_id.unique())
     if len(tasks) < 2:
         return []
