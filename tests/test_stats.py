@@ -190,3 +190,28 @@ def test_batched_aggregates_match_the_scalar_loop():
         fast = stats.interval_estimate(x, agg, reps=500, seed=3)
         slow = stats.interval_estimate(x, lambda s, f=agg: f(s), reps=500, seed=3)  # a lambda has no batched form
         assert np.allclose(fast, slow, rtol=0, atol=1e-12)
+
+
+def test_t2i_pooled_rows_average_paired_differences_over_sets_and_seeds():
+    """The t2i table's 'all sets' row: mean over sets x seeds of the paired final - base differences,
+    with a stratified bootstrap CI; a set with a missing seed suppresses the row."""
+    import pandas as pd
+
+    from benchmarks.tables import _t2i_pooled_rows
+
+    rows = []
+    deltas = {("t2i/a-v0", 0): 0.01, ("t2i/a-v0", 1): 0.03, ("t2i/b-v0", 0): -0.02, ("t2i/b-v0", 1): 0.02}
+    for (task, seed), delta in deltas.items():
+        for step, value in ((0, 0.40), (10, 0.40 + delta)):
+            rows.append({"task_id": task, "seed": seed, "algorithm": "ddpo", "step": step, "split_name": "train",
+                         "name": "clipscore", "value": value})
+    frame = pd.DataFrame(rows)
+    base, final = frame[frame.step == 0], frame[frame.step == 10]
+    raw: list = []
+    pooled = _t2i_pooled_rows(base, final, ["ddpo"], raw, reps=500, seed=0)
+    assert len(pooled) == 1 and pooled[0]["prompt set"] == "all sets" and pooled[0]["split"] == "train"
+    assert raw[0]["delta"] == pytest.approx(np.mean(list(deltas.values())))
+    assert raw[0]["delta_ci_low"] <= raw[0]["delta"] <= raw[0]["delta_ci_high"]
+    assert raw[0]["delta_ci_low"] < raw[0]["delta_ci_high"]
+    incomplete = final[~((final.task_id == "t2i/b-v0") & (final.seed == 1))]
+    assert _t2i_pooled_rows(base, incomplete, ["ddpo"], [], reps=500, seed=0) == []
