@@ -6,9 +6,8 @@ file is tested in-process through `load_cmp`; two go through `run`, which builds
 """
 from __future__ import annotations
 
-import os
+import functools
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -19,16 +18,12 @@ from suites.didactic.task import make_task
 from suites.errors import UserError
 from fixtures import TWO_STATE_CMP
 
-REPO = Path(__file__).resolve().parent.parent
+import fixtures
+
+REPO = fixtures.REPO
 
 
-def b2fb(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("B2FB_RESULTS", None)
-    env.pop("B2FB_DATA", None)
-    cmd = [sys.executable, "-m", "benchmarks", "--results-dir", str(tmp_path / "results"),
-           "--data-dir", str(tmp_path / "data"), *args]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+b2fb = functools.partial(fixtures.b2fb, timeout=120)
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *names: str) -> str:

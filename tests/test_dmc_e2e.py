@@ -1,23 +1,16 @@
 """The dmc suite end to end at the tiny size, through the real CLI and Ray Tune: data collection on
 first use, training both FB algorithms, zero-shot evaluation on every walker task, baselines, tables."""
+import functools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 
 from suites.dmc.dataset import load_dataset
 
-REPO = Path(__file__).resolve().parent.parent
+import fixtures
 
 
-def b2fb(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "MUJOCO_GL": "egl"}
-    return subprocess.run([sys.executable, "-m", "benchmarks", "--results-dir", str(tmp / "results"),
-                           "--data-dir", str(tmp / "data"), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+b2fb = functools.partial(fixtures.b2fb, timeout=900)
 
 
 def test_tiny_dmc_bench_collects_trains_evaluates_and_tabulates(tmp_path):

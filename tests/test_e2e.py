@@ -1,11 +1,9 @@
 """End to end through the real CLI and Ray Tune orchestrator, on the tiny didactic grid (shortened)."""
+import functools
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,16 +11,14 @@ import pytest
 from benchmarks.config import load_experiment
 from benchmarks.results import execute_trial, read_manifest
 
-REPO = Path(__file__).resolve().parent.parent
+import fixtures
+
+REPO = fixtures.REPO
 SHORT = ["--set", "onestep_fb.num_steps=600", "--set", "onestep_fb.eval_every=200",
          "--set", "fb.num_steps=200", "--set", "fb.eval_every=100"]
 
 
-def b2fb(tmp: Path, *args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    return subprocess.run([sys.executable, "-m", "benchmarks", "--results-dir", str(tmp / "results"),
-                           "--data-dir", str(tmp / "data"), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600, **kwargs)
+b2fb = functools.partial(fixtures.b2fb, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +91,8 @@ def test_interrupted_bench_resumes_without_lost_or_duplicated_rows(tmp_path):
     args = ["run", "--suite", "didactic", "--size", "tiny", "--algos", "onestep_fb", "--tasks",
             "didactic/three-state-v0", "--set", "onestep_fb.num_steps=6000", "--set", "onestep_fb.eval_every=250",
             "--set", "onestep_fb.checkpoint_every=500", "--no-tables"]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    cmd = [sys.executable, "-m", "benchmarks", "--results-dir", str(tmp_path / "results"),
-           "--data-dir", str(tmp_path / "data"), *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *args), cwd=fixtures.REPO, env=fixtures.cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     runs_dir = tmp_path / "results" / "didactic" / "runs"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -116,7 +110,7 @@ def test_interrupted_bench_resumes_without_lost_or_duplicated_rows(tmp_path):
     assert interrupted["status"] == "running" and (run / "checkpoint.pt").is_file()
     assert interrupted["checkpoint_step"] < 6000
 
-    resumed = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    resumed = b2fb(tmp_path, *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     manifest = read_manifest(run)
     assert manifest["status"] == "done" and manifest["attempts"] == 2

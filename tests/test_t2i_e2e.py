@@ -1,11 +1,8 @@
 """The t2i suite end to end: DDPO at the tiny size through the real CLI and Ray Tune on the committed
 shapes model and reward model (evaluation before and after fine-tuning, tables, figures, resume), the
 DDPO loop's invariants (t2i.md §6.5 items 2 and 8) on the same model, and the one-line errors."""
+import functools
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -13,14 +10,10 @@ import torch
 
 from fixtures import MemoryWriter
 
-REPO = Path(__file__).resolve().parent.parent
+import fixtures
 
 
-def b2fb(tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "benchmarks", "--results-dir", str(tmp / "results"),
-                           "--data-dir", str(tmp / "data"), *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=900)
+b2fb = functools.partial(fixtures.b2fb, timeout=900)
 
 
 def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
