@@ -84,3 +84,17 @@ def test_continuous_checkpoint_round_trip(name):
     agent.update(task.sample(64, g1), g1)
     clone.update(task.sample(64, g2), g2)
     assert torch.equal(agent.act(states, z), clone.act(states, z))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 3e-7), (torch.float64, 1e-15)])
+def test_the_sigmoid_form_of_tanh_matches_torch_tanh_and_its_gradient(dtype, tol):
+    from algorithms.fb.networks import tanh
+
+    x = torch.cat([torch.linspace(-20, 20, 4001, dtype=dtype), torch.tensor([0.0, 1e-9, -1e-9], dtype=dtype)])
+    x.requires_grad_(True)
+    y = tanh(x)
+    assert (y - torch.tanh(x)).abs().max().item() <= tol
+    assert y.abs().max().item() <= 1.0
+    (grad,) = torch.autograd.grad(y.sum(), x)                 # 1 - y^2, through tanh's own backward
+    (expected,) = torch.autograd.grad(torch.tanh(x).sum(), x)
+    assert (grad - expected).abs().max().item() <= 4 * tol

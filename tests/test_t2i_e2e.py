@@ -138,3 +138,19 @@ def test_ddpo_config_must_end_every_epoch_on_an_optimizer_step():
 
     with pytest.raises(UserError, match="multiple of train_batch_size x gradient_accumulation_steps"):
         ddpo.Config(sample_batch_size=3, sample_num_batches_per_epoch=1, train_batch_size=2).validate()
+
+
+def test_ddpo_draws_each_prompt_k_times_in_a_row_and_k_1_is_the_reference_stream():
+    from algorithms.diffusion import ddpo
+    from suites.errors import UserError
+
+    prompts = [f"p{i}" for i in range(40)]
+    cfg = ddpo.Config(sample_batch_size=16, sample_images_per_prompt=8)
+    drawn = ddpo.draw_prompts(prompts, cfg, torch.Generator().manual_seed(0))
+    assert len(drawn) == 16 and drawn[:8] == [drawn[0]] * 8 and drawn[8:] == [drawn[8]] * 8
+    # k = 1: exactly ddpo-pytorch's draw, one uniform prompt per image from the same generator stream
+    one = ddpo.draw_prompts(prompts, ddpo.Config(sample_batch_size=16), torch.Generator().manual_seed(0))
+    expected = torch.randint(40, (16,), generator=torch.Generator().manual_seed(0)).tolist()
+    assert one == [prompts[i] for i in expected]
+    with pytest.raises(UserError, match="multiple of sample_images_per_prompt"):
+        ddpo.Config(sample_batch_size=16, sample_images_per_prompt=3).validate()

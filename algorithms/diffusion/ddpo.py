@@ -38,6 +38,10 @@ class Config:
     """Prompts per sampling batch."""
     sample_num_batches_per_epoch: int = 2
     """Sampling batches per epoch."""
+    sample_images_per_prompt: int = 1
+    """Images per drawn prompt in a sampling batch: each batch draws sample_batch_size / this many prompts
+    and samples each this many times (1: every image its own random prompt, as ddpo-pytorch).  More than
+    one gives the per-prompt stat tracker several fresh rewards of the same prompt in every epoch."""
     train_batch_size: int = 1
     """Trajectories per training micro-batch."""
     learning_rate: float = 3e-4
@@ -75,12 +79,15 @@ class Config:
     def validate(self) -> None:
         positive = ("num_epochs", "sample_num_steps", "sample_batch_size", "sample_num_batches_per_epoch",
                     "train_batch_size", "gradient_accumulation_steps", "num_inner_epochs", "lora_rank",
-                    "checkpoint_every", "stat_buffer_size")
+                    "checkpoint_every", "stat_buffer_size", "sample_images_per_prompt")
         for name in positive:
             if getattr(self, name) < 1:
                 raise UserError(f"ddpo: {name} must be >= 1 (got {getattr(self, name)})")
         if not 0 < self.timestep_fraction <= 1:
             raise UserError(f"ddpo: timestep_fraction must be in (0, 1] (got {self.timestep_fraction})")
+        if self.sample_batch_size % self.sample_images_per_prompt:
+            raise UserError(f"ddpo: sample_batch_size ({self.sample_batch_size}) must be a multiple of "
+                            f"sample_images_per_prompt ({self.sample_images_per_prompt})")
         per_epoch = self.sample_batch_size * self.sample_num_batches_per_epoch
         group = self.train_batch_size * self.gradient_accumulation_steps
         # ddpo-pytorch asserts the same (train.py L56-60): every epoch ends on an optimizer step
@@ -92,6 +99,14 @@ class Config:
     @property
     def num_train_timesteps(self) -> int:
         return max(1, int(self.sample_num_steps * self.timestep_fraction))
+
+
+def draw_prompts(train_prompts: list[str], cfg: Config, generator: torch.Generator) -> list[str]:
+    """One sampling batch's prompts: sample_batch_size / k uniform draws, each repeated k times in a row
+    (k = sample_images_per_prompt; k = 1 is ddpo-pytorch's one independent prompt per image)."""
+    k = cfg.sample_images_per_prompt
+    idx = torch.randint(len(train_prompts), (cfg.sample_batch_size // k,), generator=generator)
+    return [train_prompts[i] for i in idx.repeat_interleave(k).tolist()]
 
 
 def run(task, cfg: Config, run) -> None:
@@ -145,8 +160,7 @@ def run(task, cfg: Config, run) -> None:
         batches = []
         with torch.no_grad():
             for _ in range(cfg.sample_num_batches_per_epoch):
-                idx = torch.randint(len(train_prompts), (cfg.sample_batch_size,), generator=generator)
-                prompts = [train_prompts[i] for i in idx.tolist()]
+                prompts = draw_prompts(train_prompts, cfg, generator)
                 batches.append(core.sample_trajectories(model, prompts, cfg.sample_num_steps, cfg.guidance_scale,
                                                         cfg.sample_eta, generator=generator, budget=budget))
         traj = core.Trajectories.cat(batches)

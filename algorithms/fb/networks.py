@@ -41,7 +41,32 @@ class TabularMap(nn.Module):
         return out
 
 
-ACTIVATIONS = {"relu": nn.functional.relu, "gelu": nn.functional.gelu, "tanh": torch.tanh}
+class _SigmoidTanh(torch.autograd.Function):
+    """tanh(x) computed as 2 sigmoid(2x) - 1, with tanh's own backward (1 - y^2) g.
+
+    On these CPUs torch.tanh runs about 5x slower than torch.sigmoid (measured: 516 vs 110 us on
+    [2, 256, 256] at 1 thread, the sigmoid form's three kernels included), and the LayerNorm + tanh of
+    every first layer made it the largest non-GEMM cost of a cpu-size update.  The two agree to 2e-7
+    in fp32 (torch.tanh: 3e-8 from the float64 value) and to 1e-15 in float64."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = torch.sigmoid(2 * x).mul_(2).sub_(1)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+def tanh(x: torch.Tensor) -> torch.Tensor:
+    """tanh; on the CPU through the sigmoid (see _SigmoidTanh), elsewhere torch.tanh."""
+    return _SigmoidTanh.apply(x) if x.device.type == "cpu" else torch.tanh(x)
+
+
+ACTIVATIONS = {"relu": nn.functional.relu, "gelu": nn.functional.gelu, "tanh": tanh}
 INITS = ("orthogonal", "xavier")
 
 
@@ -154,7 +179,7 @@ class TwoStreamActor(nn.Module):
 
     def forward(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         h = torch.cat([self.embed_s(obs)[0], self.embed_sz(torch.cat([obs, z], -1))[0]], dim=-1)
-        return torch.tanh(self.trunk(h)[0])
+        return tanh(self.trunk(h)[0])
 
 
 class GaussianActor(nn.Module):
@@ -175,7 +200,7 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         mu = self.pre_squash_mean(obs, z)
-        return torch.tanh(mu) if self.tanh_squash else mu
+        return tanh(mu) if self.tanh_squash else mu
 
 
 def build_map(arch: str, obs_dim: int, action_dim: int, out_dim: int, *, uses_action: bool, z_dim: int = 0,
