@@ -251,3 +251,33 @@ def test_committed_shapes_clip_matches_its_hash_and_prefers_true_captions():
                for p in spatial]
     prefers = (reward(images, spatial) > reward(images, swapped)).mean()
     assert prefers >= 0.9, prefers
+
+
+
+def test_reward_headroom_diagnostic_scores_correct_renders_above_shuffled_prompts(tmp_path):
+    """benchmarks.diagnose_t2i: the reward of images that satisfy their prompt, beside the grid's models
+    (none here: no runs), written as a table; the reward must prefer a render's own prompt."""
+    import pandas as pd
+
+    from benchmarks import diagnose_t2i
+    from suites import registry
+
+    assert diagnose_t2i.main(["--size", "tiny", "--results-dir", str(tmp_path), "--out", str(tmp_path / "d")]) == 0
+    frame = pd.read_csv(tmp_path / "d" / "headroom.csv")
+    assert list(frame.split) == ["train", "test"] and (frame.runs == 0).all() and frame.base.isna().all()
+    assert (tmp_path / "d" / "headroom.md").is_file()
+    task = registry.get("t2i/shapes-composition-v0").make()
+    prompts = list(task.eval_prompts("train"))
+    images = render([scene_for(p, np.random.default_rng(0), n_distractors=0) for p in prompts])
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    own = float(np.mean(task.reward_fn()(x, prompts)))
+    shuffled = float(np.mean(task.reward_fn()(x, prompts[1:] + prompts[:1])))
+    assert own > shuffled + 0.02
+
+
+def test_reward_headroom_diagnostic_rejects_a_grid_without_the_shapes_world(tmp_path, capsys):
+    from benchmarks import diagnose_t2i
+
+    assert diagnose_t2i.main(["--size", "paper", "--results-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shapes-world" in err[0]

@@ -1,0 +1,103 @@
+"""How far can the training reward rise?  The reward headroom of the t2i grid, per shapes prompt set.
+
+DDPO's clipscore gains are small at the cpu size; this separates "the reward cannot tell" from "the
+optimiser did not get there".  For the grid's own evaluation prompts and image count it scores:
+
+  render_clean        the renderer's images that satisfy each prompt exactly (no other objects)
+  render_distractors  the same with random distractor objects (never of a prompt's colour and shape)
+  base / final        the grid's base and fine-tuned models (eval at step 0 and the last step, mean over the
+                      committed seeds; read from results/t2i/runs, run `make bench SUITE=t2i` first)
+
+and reports headroom = render_clean - base and the share of it the fine-tuned model gained.
+
+    python -m benchmarks.diagnose_t2i [--size cpu] [--images-per-prompt N] [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.config import load_experiment
+from benchmarks.results import SCALARS, atomic_write_csv, atomic_write_text, is_complete, run_dir
+from suites import registry
+from suites.errors import UserError
+
+
+def render_scores(task, split: str, images_per_prompt: int, distractors: bool, seed: int = 0) -> float:
+    """Mean clipscore of rendered images that satisfy the split's evaluation prompts."""
+    import torch
+
+    from suites.t2i.shapes.prompts import scene_for
+    from suites.t2i.shapes.render import render
+
+    rng = np.random.default_rng(seed)
+    flat = [p for p in task.eval_prompts(split) for _ in range(images_per_prompt)]
+    images = render([scene_for(p, rng, n_distractors=None if distractors else 0) for p in flat])
+    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    return float(np.mean(task.reward_fn()(x, flat)))
+
+
+def model_scores(results_root: Path, trials, split: str) -> tuple[float, float, int]:
+    """Mean eval clipscore of the base (first eval) and final (last eval) models over complete runs."""
+    base, final = [], []
+    for trial in trials:
+        if not is_complete(results_root, trial):
+            continue
+        rows = pd.read_json(run_dir(results_root, trial) / SCALARS, lines=True)
+        rows = rows[(rows.split == "eval") & (rows.metric == f"{split}/clipscore")].sort_values("step")
+        base.append(rows.value.iloc[0])
+        final.append(rows.value.iloc[-1])
+    if not base:
+        return float("nan"), float("nan"), 0
+    return float(np.mean(base)), float(np.mean(final)), len(base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="cpu", help="the grid size whose runs are read (default: cpu)")
+    parser.add_argument("--results-dir", default="results")
+    parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
+                                                    "(default: results/t2i/diagnostics/<size>)")
+    args = parser.parse_args(argv)
+    results_root = Path(args.results_dir)
+    try:
+        exp = load_experiment("t2i", args.size)
+        trials = exp.trials()
+        task_ids = sorted({t.task_id for t in trials if "shapes-" in t.task_id})
+        if not task_ids:
+            raise UserError(f"the t2i {args.size} grid has no shapes-world task; the headroom needs the renderer")
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    rows = []
+    for task_id in task_ids:
+        mine = [t for t in trials if t.task_id == task_id]
+        kwargs = dict(mine[0].task_kwargs)
+        task = registry.get(task_id).with_kwargs(**kwargs).make()
+        for split in ("train", "test"):
+            base, final, runs = model_scores(results_root, mine, split)
+            clean = render_scores(task, split, task.eval_images_per_prompt, distractors=False)
+            rows.append({"prompt set": task_id.split("/")[1], "split": split, "runs": runs,
+                         "render_clean": clean,
+                         "render_distractors": render_scores(task, split, task.eval_images_per_prompt, True),
+                         "base": base, "final": final, "headroom": clean - base,
+                         "share_gained": (final - base) / (clean - base)})
+    frame = pd.DataFrame(rows)
+    out = Path(args.out) if args.out else results_root / "t2i" / "diagnostics" / args.size
+    table = frame.to_markdown(index=False, floatfmt=".4f")
+    note = ("clipscore (the training reward) of the grid's evaluation prompts, the same number of images each; "
+            "base / final: the grid's models, mean over `runs` seeds; headroom = render_clean - base; "
+            "share_gained = (final - base) / headroom.  Regenerate: `python -m benchmarks.diagnose_t2i`.")
+    atomic_write_csv(out / "headroom.csv", frame)
+    atomic_write_text(out / "headroom.md", f"### Reward headroom of the t2i {args.size} grid\n\n{table}\n\n{note}\n")
+    print(table)
+    print(f"wrote {out / 'headroom.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
