@@ -49,6 +49,13 @@ class CheckpointedAgent(nn.Module):
             opt.load_state_dict(state[name])
 
 
+def adam(params, lr: float) -> torch.optim.Adam:
+    """Adam (both references' optimiser, default betas and eps) on PyTorch's fused kernel: one pass over
+    every tensor instead of about ten small kernels per tensor, a few percent of a cpu-size update.  The
+    update is the for-loop Adam's up to fp32 rounding (about 3e-8 per step; bitwise equal in float64)."""
+    return torch.optim.Adam(params, lr=lr, fused=True)
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A target network: a copy that receives no gradients."""
     target = copy.deepcopy(module)

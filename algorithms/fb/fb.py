@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from algorithms.fb import losses
-from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, aggregate_heads, all_actions_for,
-                                  batch_to, check_choices, check_positive, frozen_copy, polyak_update,
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
+                                  all_actions_for, batch_to, check_choices, check_positive, frozen_copy, polyak_update,
                                   resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ARCHS, TwoStreamActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
@@ -112,9 +112,8 @@ class FB(CheckpointedAgent):
                       TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
-        self.optimizer = torch.optim.Adam([*self.forward_net.parameters(), *self.backward_net.parameters()],
-                                          lr=cfg.lr)
-        self.actor_optimizer = (torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.optimizer = adam([*self.forward_net.parameters(), *self.backward_net.parameters()], lr=cfg.lr)
+        self.actor_optimizer = (adam(self.actor.parameters(), lr=cfg.actor_lr)
                                 if self.actor is not None else None)
 
     # ---- maps ---------------------------------------------------------------------------------

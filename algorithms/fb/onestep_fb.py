@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from algorithms.fb import losses
-from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, aggregate_heads, all_actions_for,
-                                  batch_to, check_choices, check_positive, frozen_copy, polyak_update,
+from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
+                                  all_actions_for, batch_to, check_choices, check_positive, frozen_copy, polyak_update,
                                   resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ACTIVATIONS, ARCHS, GaussianActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
@@ -121,8 +121,7 @@ class OneStepFB(CheckpointedAgent):
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
         params = [*self.forward_net.parameters(), *self.backward_net.parameters()]
-        self.optimizer = torch.optim.Adam(params + ([] if self.actor is None else [*self.actor.parameters()]),
-                                          lr=cfg.lr)
+        self.optimizer = adam(params + ([] if self.actor is None else [*self.actor.parameters()]), lr=cfg.lr)
 
     # ---- maps ---------------------------------------------------------------------------------
     def F(self, obs, action, net=None):
