@@ -10,7 +10,7 @@ optimiser did not get there".  For the grid's own evaluation prompts and image c
 
 and reports headroom = render_clean - base and the share of it the fine-tuned model gained.
 
-    python -m benchmarks.diagnose_t2i [--size cpu] [--images-per-prompt N] [--out DIR]
+    python -m benchmarks.diagnose_t2i [--size cpu] [--results-dir results] [--out DIR]
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ class _SigmoidTanh(torch.autograd.Function):
 
     On these CPUs torch.tanh runs about 5x slower than torch.sigmoid (measured: 516 vs 110 us on
     [2, 256, 256] at 1 thread, the sigmoid form's three kernels included), and the LayerNorm + tanh of
-    every first layer made it the largest non-GEMM cost of a cpu-size update.  The two agree to 2e-7
+    every first layer made it one of the largest non-GEMM costs of a cpu-size update.  The two agree to 2e-7
     in fp32 (torch.tanh: 3e-8 from the float64 value) and to 1e-15 in float64."""
 
     @staticmethod
