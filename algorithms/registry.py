@@ -39,6 +39,8 @@ _ALGORITHMS = {
                       "one-step FB, Zheng et al. (onestep-fb semantics)"),
         AlgorithmSpec("ddpo", "algorithms.diffusion.ddpo", frozenset({"t2i"}),
                       "DDPO, Black et al. (ddpo-pytorch semantics: PPO-clip on DDIM log-probs, LoRA)"),
+        AlgorithmSpec("ddpo_shuffled", "algorithms.diffusion.ddpo_shuffled", frozenset({"t2i"}),
+                      "control: DDPO with each epoch's advantages permuted (equal movement, no reward signal)"),
         AlgorithmSpec("uniform_random", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),
                       "baseline: uniform-random actions (trains nothing)", (("policy", "random"),)),
         AlgorithmSpec("zero_action", "algorithms.baselines.fixed_policy", frozenset({"dmc"}),

@@ -266,7 +266,7 @@ T2I_METRICS = [  # (metric suffix, column title, digits)
     ("diversity_clip_cosine", "diversity (CLIP cosine)", 4),
     ("diversity_pixel_rms", "diversity (pixel RMS)", 4),
 ]
-T2I_NAMES = {"ddpo": "DDPO", "b2diffurl": "B²-DiffuRL"}
+T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL"}
 
 
 def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int

@@ -154,3 +154,31 @@ def test_ddpo_draws_each_prompt_k_times_in_a_row_and_k_1_is_the_reference_stream
     assert one == [prompts[i] for i in expected]
     with pytest.raises(UserError, match="multiple of sample_images_per_prompt"):
         ddpo.Config(sample_batch_size=16, sample_images_per_prompt=3).validate()
+
+
+def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advantages(monkeypatch):
+    """ddpo_shuffled: the same epoch (prompts, images, rewards, advantages) as DDPO, but the advantages
+    reach the trajectories in a random order."""
+    from algorithms import registry as algorithm_registry
+    from algorithms.diffusion import core, ddpo, ddpo_shuffled
+    from suites import registry
+
+    seen = {}
+    make_transitions = core.make_transitions
+
+    def spy(traj, advantages):
+        seen.setdefault("calls", []).append((list(traj.prompts), advantages.clone()))
+        return make_transitions(traj, advantages)
+
+    monkeypatch.setattr(core, "make_transitions", spy)
+    cfg = ddpo.Config(num_epochs=1, sample_num_steps=2, sample_batch_size=8, sample_num_batches_per_epoch=1,
+                      train_batch_size=8, stat_min_count=2, learning_rate=0.0)
+    torch.set_num_threads(2)
+    for module in (ddpo, ddpo_shuffled):
+        task = registry.get("t2i/shapes-composition-v0").with_kwargs(eval_images_per_prompt=1, eval_max_prompts=1).make()
+        module.run(task, cfg, MemoryWriter(seed=3))
+    (prompts_a, adv_a), (prompts_b, adv_b) = seen["calls"]
+    assert prompts_a == prompts_b                               # the same samples ...
+    assert torch.equal(adv_a.sort().values, adv_b.sort().values)  # ... the same advantages ...
+    assert not torch.equal(adv_a, adv_b)                        # ... in another order
+    assert "ddpo_shuffled" in {a.name for a in algorithm_registry.for_suite("t2i")}

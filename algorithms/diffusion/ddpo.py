@@ -109,7 +109,9 @@ def draw_prompts(train_prompts: list[str], cfg: Config, generator: torch.Generat
     return [train_prompts[i] for i in idx.repeat_interleave(k).tolist()]
 
 
-def run(task, cfg: Config, run) -> None:
+def run(task, cfg: Config, run, shuffle_advantages: bool = False) -> None:
+    """Fine-tune `task`'s model with DDPO.  shuffle_advantages: the no-signal control of ddpo_shuffled.py
+    (each epoch's advantages randomly permuted across its trajectories before training)."""
     cfg.validate()
     torch.manual_seed(run.seed)
     generator = torch.Generator().manual_seed(run.seed)       # all sampling noise, prompts and shuffles
@@ -173,6 +175,8 @@ def run(task, cfg: Config, run) -> None:
         else:
             advantages = core.normalize_batch(rewards)
         advantages = torch.as_tensor(advantages, dtype=torch.float32)
+        if shuffle_advantages:
+            advantages = advantages[torch.randperm(len(advantages), generator=generator)]
 
         # ---- 3. PPO over the stored transitions (ddpo L455-593) ----------------------------------------
         model.unet.train()
