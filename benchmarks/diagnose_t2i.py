@@ -10,7 +10,7 @@ optimiser did not get there".  For the grid's own evaluation prompts and image c
 
 and reports headroom = render_clean - base and the share of it the fine-tuned model gained.
 
-    python -m benchmarks.diagnose_t2i [--size cpu] [--results-dir results] [--out DIR]
+    python -m benchmarks.diagnose_t2i [--size cpu] [--algorithm ddpo] [--results-dir results] [--out DIR]
 """
 from __future__ import annotations
 
@@ -59,6 +59,7 @@ def model_scores(results_root: Path, trials, split: str) -> tuple[float, float, 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose runs are read (default: cpu)")
+    parser.add_argument("--algorithm", default="ddpo", help="whose runs give base / final (default: ddpo)")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
                                                     "(default: results/t2i/diagnostics/<size>)")
@@ -66,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     results_root = Path(args.results_dir)
     try:
         exp = load_experiment("t2i", args.size)
-        trials = exp.trials()
+        trials = [t for t in exp.trials() if t.algorithm == args.algorithm]
+        if not trials:
+            raise UserError(f"the t2i {args.size} grid has no {args.algorithm!r} trials")
         task_ids = sorted({t.task_id for t in trials if "shapes-" in t.task_id})
         if not task_ids:
             raise UserError(f"the t2i {args.size} grid has no shapes-world task; the headroom needs the renderer")
