@@ -36,24 +36,25 @@ def render_scores(task, split: str, images_per_prompt: int, distractors: bool, s
 
     rng = np.random.default_rng(seed)
     flat = [p for p in task.eval_prompts(split) for _ in range(images_per_prompt)]
-    images = render([scene_for(p, rng, n_distractors=None if distractors else 0) for p in flat])
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
-    return float(np.mean(task.reward_fn()(x, flat)))
+    images = render([scene_for(p, rng, n_distractors=None if distractors else 0) for p in flat], np.float32)
+    return float(np.mean(task.reward_fn()(torch.from_numpy(images).permute(0, 3, 1, 2), flat)))
 
 
-def model_scores(results_root: Path, trials, split: str) -> tuple[float, float, int]:
-    """Mean eval clipscore of the base (first eval) and final (last eval) models over complete runs."""
-    base, final = [], []
+def model_scores(results_root: Path, trials) -> dict[str, tuple[float, float, int]]:
+    """Per split, the mean eval clipscore of the base (first eval) and final (last eval) models over the
+    complete runs, and how many runs that is."""
+    scores = {split: ([], []) for split in ("train", "test")}
     for trial in trials:
         if not is_complete(results_root, trial):
             continue
         rows = pd.read_json(run_dir(results_root, trial) / SCALARS, lines=True)
-        rows = rows[(rows.split == "eval") & (rows.metric == f"{split}/clipscore")].sort_values("step")
-        base.append(rows.value.iloc[0])
-        final.append(rows.value.iloc[-1])
-    if not base:
-        return float("nan"), float("nan"), 0
-    return float(np.mean(base)), float(np.mean(final)), len(base)
+        rows = rows[rows.split == "eval"].sort_values("step")
+        for split, (base, final) in scores.items():
+            values = rows[rows.metric == f"{split}/clipscore"].value
+            base.append(values.iloc[0])
+            final.append(values.iloc[-1])
+    return {split: (float(np.mean(base)), float(np.mean(final)), len(base)) if base else (float("nan"),) * 2 + (0,)
+            for split, (base, final) in scores.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         mine = [t for t in trials if t.task_id == task_id]
         kwargs = dict(mine[0].task_kwargs)
         task = registry.get(task_id).with_kwargs(**kwargs).make()
-        for split in ("train", "test"):
-            base, final, runs = model_scores(results_root, mine, split)
+        for split, (base, final, runs) in model_scores(results_root, mine).items():
             clean = render_scores(task, split, task.eval_images_per_prompt, distractors=False)
             rows.append({"prompt set": task_id.split("/")[1], "split": split, "runs": runs,
                          "render_clean": clean,

@@ -163,11 +163,11 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
     from algorithms.diffusion import core, ddpo, ddpo_shuffled
     from suites import registry
 
-    seen = {}
+    calls = []
     make_transitions = core.make_transitions
 
     def spy(traj, advantages):
-        seen.setdefault("calls", []).append((list(traj.prompts), advantages.clone()))
+        calls.append((list(traj.prompts), advantages.clone()))
         return make_transitions(traj, advantages)
 
     monkeypatch.setattr(core, "make_transitions", spy)
@@ -177,7 +177,7 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
     for module in (ddpo, ddpo_shuffled):
         task = registry.get("t2i/shapes-composition-v0").with_kwargs(eval_images_per_prompt=1, eval_max_prompts=1).make()
         module.run(task, cfg, MemoryWriter(seed=3))
-    (prompts_a, adv_a), (prompts_b, adv_b) = seen["calls"]
+    (prompts_a, adv_a), (prompts_b, adv_b) = calls
     assert prompts_a == prompts_b                               # the same samples ...
     assert torch.equal(adv_a.sort().values, adv_b.sort().values)  # ... the same advantages ...
     assert not torch.equal(adv_a, adv_b)                        # ... in another order

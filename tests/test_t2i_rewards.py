@@ -268,8 +268,7 @@ def test_reward_headroom_diagnostic_scores_correct_renders_above_shuffled_prompt
     assert (tmp_path / "d" / "headroom.md").is_file()
     task = registry.get("t2i/shapes-composition-v0").make()
     prompts = list(task.eval_prompts("train"))
-    images = render([scene_for(p, np.random.default_rng(0), n_distractors=0) for p in prompts])
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float() / 255
+    x = _rendered(prompts)
     own = float(np.mean(task.reward_fn()(x, prompts)))
     shuffled = float(np.mean(task.reward_fn()(x, prompts[1:] + prompts[:1])))
     assert own > shuffled + 0.02
