@@ -8,7 +8,14 @@ optimiser did not get there".  For the grid's own evaluation prompts and image c
   base / final        the grid's base and fine-tuned models (eval at step 0 and the last step, mean over the
                       committed seeds; read from results/t2i/runs, run `make bench SUITE=t2i` first)
 
-and reports headroom = render_clean - base and the share of it the fine-tuned model gained.
+and reports headroom = render_clean - base and the share of it the fine-tuned model gained (headroom.md).
+
+It also asks which parts of a prompt the reward can see (sensitivity.md).  For each evaluation prompt it
+renders an image that satisfies the prompt and one that satisfies a minimal violation of it, scores both
+against the ORIGINAL prompt, and reports how often the satisfying image scores higher (pairwise accuracy;
+0.5 = the reward is blind to that part) and the mean margin.  Violations (`violations`): another colour or
+another shape for one object, another count (counting prompts), the opposite relation (relation prompts:
+the same two objects, placed the other way round).  RL against this reward can only fix what it sees.
 
     python -m benchmarks.diagnose_t2i [--size cpu] [--algorithm ddpo] [--results-dir results] [--out DIR]
 """
@@ -38,6 +45,68 @@ def render_scores(task, split: str, images_per_prompt: int, distractors: bool, s
     flat = [p for p in task.eval_prompts(split) for _ in range(images_per_prompt)]
     images = render([scene_for(p, rng, n_distractors=None if distractors else 0) for p in flat], np.float32)
     return float(np.mean(task.reward_fn()(torch.from_numpy(images).permute(0, 3, 1, 2), flat)))
+
+
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def violations(prompt, rng: np.random.Generator) -> dict[str, object]:
+    """Minimal edits of a parsed prompt that make it false, by kind: 'colour' and 'shape' (of a random
+    object), 'count' (counting prompts: the nearest other count) and 'relation' (relation prompts: the
+    opposite one).  Colours are drawn from the renderer's base colours and exclude every colour and
+    shape combination the prompt already names, so the edit cannot be satisfied by the other object."""
+    import dataclasses
+
+    from suites.t2i.shapes.render import BASE_COLOURS, SHAPES
+
+    out = {}
+    i = int(rng.integers(len(prompt.objects)))
+    phrase = prompt.objects[i]
+    named = {p.kind for p in prompt.objects}
+
+    def replaced(**change):
+        objects = list(prompt.objects)
+        objects[i] = dataclasses.replace(phrase, **change)
+        return dataclasses.replace(prompt, objects=tuple(objects))
+
+    colours = [c for c in BASE_COLOURS if (c, phrase.shape) not in named]
+    out["colour"] = replaced(colour=colours[int(rng.integers(len(colours)))])
+    shapes = [s for s in SHAPES if (phrase.colour, s) not in named]
+    out["shape"] = replaced(shape=shapes[int(rng.integers(len(shapes)))])
+    if prompt.family == "counting":
+        out["count"] = replaced(count=phrase.count + 1 if phrase.count < 3 else phrase.count - 1)
+    if prompt.relation is not None:
+        out["relation"] = dataclasses.replace(prompt, relation=OPPOSITE[prompt.relation])
+    return out
+
+
+def sensitivity_rows(task, split: str, images_per_prompt: int, seed: int = 0) -> list[dict]:
+    """Per kind of violation: pairwise accuracy and mean margin of the reward, satisfying render against
+    violating render, both scored with the original prompt (one pair per prompt x image)."""
+    import torch
+
+    from suites.t2i.shapes.prompts import parse_prompt, scene_for
+    from suites.t2i.shapes.render import render
+
+    rng = np.random.default_rng(seed)
+    pairs: dict[str, tuple[list, list, list]] = {}
+    for text in task.eval_prompts(split):
+        prompt = parse_prompt(text)
+        for _ in range(images_per_prompt):
+            for kind, wrong in violations(prompt, rng).items():
+                good, bad, texts = pairs.setdefault(kind, ([], [], []))
+                good.append(scene_for(prompt, rng, n_distractors=0))
+                bad.append(scene_for(wrong, rng, n_distractors=0))
+                texts.append(text)
+    rows = []
+    for kind, (good, bad, texts) in sorted(pairs.items()):
+        scores = [np.asarray(task.reward_fn()(torch.from_numpy(render(scenes, np.float32)).permute(0, 3, 1, 2),
+                                              texts), np.float64) for scenes in (good, bad)]
+        margin = scores[0] - scores[1]
+        rows.append({"violation": kind, "pairs": len(texts), "accuracy": float(np.mean(margin > 0)),
+                     "margin": float(margin.mean()), "satisfying": float(scores[0].mean()),
+                     "violating": float(scores[1].mean())})
+    return rows
 
 
 def model_scores(results_root: Path, trials) -> dict[str, tuple[float, float, int]]:
@@ -91,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                          "share_gained": (final - base) / (clean - base)})
     frame = pd.DataFrame(rows)
     out = Path(args.out) if args.out else results_root / "t2i" / "diagnostics" / args.size
+    write_sensitivity(exp, task_ids, trials, out, args.size)
     table = frame.to_markdown(index=False, floatfmt=".4f")
     note = ("clipscore (the training reward) of the grid's evaluation prompts, the same number of images each; "
             "base / final: the grid's models, mean over `runs` seeds; headroom = render_clean - base; "
@@ -100,6 +170,27 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(f"wrote {out / 'headroom.md'}")
     return 0
+
+
+def write_sensitivity(exp, task_ids: list[str], trials, out: Path, size: str) -> None:
+    rows = []
+    for task_id in task_ids:
+        kwargs = dict(next(t for t in trials if t.task_id == task_id).task_kwargs)
+        task = registry.get(task_id).with_kwargs(**kwargs).make()
+        for split in ("train", "test"):
+            for row in sensitivity_rows(task, split, max(task.eval_images_per_prompt, 4)):
+                rows.append({"prompt set": task_id.split("/")[1], "split": split, **row})
+    frame = pd.DataFrame(rows)
+    table = frame.to_markdown(index=False, floatfmt=".4f")
+    note = ("Which prompt parts the reward (clipscore) can see: per evaluation prompt and image, a render that "
+            "satisfies the prompt against a render of a minimal violation (another colour / shape of one object, "
+            "another count, the opposite relation), both scored with the original prompt.  accuracy = share of "
+            "pairs where the satisfying render scores higher (0.5: blind); margin = mean score difference.  "
+            "Regenerate: `python -m benchmarks.diagnose_t2i`.")
+    atomic_write_csv(out / "sensitivity.csv", frame)
+    atomic_write_text(out / "sensitivity.md", f"### Reward sensitivity, t2i {size} grid prompts\n\n{table}\n\n{note}\n")
+    print(table)
+    print(f"wrote {out / 'sensitivity.md'}")
 
 
 if __name__ == "__main__":

@@ -265,8 +265,32 @@ T2I_METRICS = [  # (metric suffix, column title, digits)
     ("oracle_binary", "oracle (all parts)", 3),
     ("diversity_clip_cosine", "diversity (CLIP cosine)", 4),
     ("diversity_pixel_rms", "diversity (pixel RMS)", 4),
+    # a non-default training reward (task kwarg `reward`) is evaluated too; its rows appear when present
+    ("jpeg_compressibility", "JPEG compressibility (−kB)", 4),
+    ("jpeg_incompressibility", "JPEG incompressibility (kB)", 4),
 ]
 T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL"}
+# method -> its no-signal control (ddpo_shuffled.py: the same loop with each epoch's advantages permuted).
+# Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
+# equal movement of the policy.
+T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
+VERDICT_METRICS = ("clipscore", "oracle_binary", "jpeg_compressibility", "jpeg_incompressibility")
+
+
+def _t2i_difference(raw: list[dict], task: str, split: str, metric: str, algo: str, against: str,
+                    final: pd.Series | pd.DataFrame, reference: pd.Series | pd.DataFrame, reps: int, seed: int
+                    ) -> tuple[float, float, float] | None:
+    """Paired difference final - reference (indexed by seed; columns = prompt sets for the pooled row), its
+    mean with a (stratified) bootstrap CI, appended to `raw`; None when no seed is paired."""
+    diff = (final - reference).dropna()
+    if diff.empty:
+        return None
+    point, low, high = stats.interval_estimate(diff.to_numpy(), stats.mean, reps=reps, seed=seed)
+    raw.append({"task": task, "split": split, "metric": metric, "algorithm": algo, "against": against,
+                "seeds": int(diff.shape[0]), "final": float(final.to_numpy().mean()),
+                "reference": float(reference.to_numpy().mean()), "delta": point, "delta_ci_low": low,
+                "delta_ci_high": high})
+    return point, low, high
 
 
 def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
@@ -299,35 +323,47 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                 # the base model: one value per seed (each seed evaluates on its own noise)
                 values = b.groupby("seed").value.mean().to_numpy()
                 row["base"] = cell(values, digits) if len(values) else "–"
+                finals = {}
                 for algo in algos:
                     g = final[sel & (final.algorithm == algo)].sort_values("seed")
                     seeds_seen.add(len(g))
                     row[T2I_NAMES.get(algo, algo)] = cell(g.value.to_numpy(), digits) if len(g) else "–"
+                    finals[algo] = g.set_index("seed").value
                     if len(g) and len(values):
                         gb = b[b.algorithm == algo].set_index("seed").value
-                        diff = (g.set_index("seed").value - gb).dropna().to_numpy()
-                        if len(diff):
-                            point, low, high = stats.interval_estimate(diff, stats.mean, reps=reps, seed=seed)
-                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = fmt_fixed(point, low, high, digits)
-                            raw.append({"task": task, "split": split, "metric": metric, "algorithm": algo,
-                                        "seeds": len(diff), "final": float(g.value.mean()),
-                                        "base": float(gb.mean()), "delta": point, "delta_ci_low": low,
-                                        "delta_ci_high": high})
+                        d = _t2i_difference(raw, task, split, metric, algo, "base", finals[algo], gb, reps, seed)
+                        if d is not None:
+                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = fmt_fixed(*d, digits)
+                for algo, control in T2I_CONTROLS.items():
+                    if algo in finals and control in finals:
+                        d = _t2i_difference(raw, task, split, metric, algo, control, finals[algo], finals[control],
+                                            reps, seed)
+                        if d is not None:
+                            row[f"{T2I_NAMES.get(algo, algo)} − control"] = fmt_fixed(*d, digits)
                 rows.append(row)
     rows += _t2i_pooled_rows(base, final, algos, raw, reps, seed)
     frame = pd.DataFrame(rows).fillna("–")
-    for r in raw:
-        if r["metric"] in ("clipscore", "oracle_binary") and r["seeds"] >= 2:  # one seed has no CI
-            sign = "raises" if r["delta_ci_low"] > 0 else "lowers" if r["delta_ci_high"] < 0 else "does not significantly change"
-            lines.append(f"{T2I_NAMES.get(r['algorithm'], r['algorithm'])} {sign} {r['metric']} on "
+    tested = [r for r in raw if r["metric"] in VERDICT_METRICS and r["seeds"] >= 2]  # one seed has no CI
+    for r in tested:
+        sign = "raises" if r["delta_ci_low"] > 0 else "lowers" if r["delta_ci_high"] < 0 else None
+        if sign:
+            versus = "" if r["against"] == "base" else f" against {T2I_NAMES.get(r['against'], r['against'])}"
+            lines.append(f"{T2I_NAMES.get(r['algorithm'], r['algorithm'])} {sign} {r['metric']}{versus} on "
                          f"{r['task'].split('/')[1]} {r['split']}")
+    verdicts = ""
+    if tested:
+        verdicts = (f" Differences whose 95% CI excludes 0 ({', '.join(VERDICT_METRICS)}): "
+                    f"{'; '.join(lines) if lines else 'none'}; every other difference in these metrics is "
+                    f"not significant (of {len(tested)} differences tested, about {len(tested) / 20:.1f} would "
+                    f"exclude 0 by chance alone).")
     footer = (f"Cells: mean over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); seeds per "
               f"cell: {', '.join(str(s) for s in sorted(seeds_seen))}. 'base' = each run's evaluation before "
               f"fine-tuning (LoRA at zero), on the same evaluation noise as its final evaluation, so "
-              f"'− base' is a paired difference. clipscore = cosine similarity in the reward model's embedding "
+              f"'− base' is a paired difference; '− control' pairs a method with its no-signal control "
+              f"(same settings and seeds, advantages shuffled) by seed. clipscore = cosine similarity in the reward model's embedding "
               f"(the training reward); oracle = the exact pixel judge that training never sees (graded: "
               f"share of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of "
-              f"one prompt's images. {'; '.join(lines)}."
+              f"one prompt's images.{verdicts}"
               + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
     paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
                         "Text-to-image alignment: base vs fine-tuned", footer)
@@ -345,27 +381,32 @@ def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], 
     if len(tasks) < 2:
         return []
     rows = []
+
+    def complete(frame: pd.DataFrame, metric: str, split: str, algo: str) -> pd.DataFrame | None:
+        sel = frame[(frame.split_name == split) & (frame.name == metric) & (frame.algorithm == algo)]
+        m = sel.pivot_table(index="seed", columns="task_id", values="value")
+        return m if list(m.columns) == tasks and not m.isna().any().any() else None
+
     for split in ("train", "test"):
         for metric, title, digits in T2I_METRICS:
             row = {"prompt set": "all sets", "split": split, "metric": title}
-            sel_b = base[(base.split_name == split) & (base.name == metric)]
+            finals = {}
             for algo in algos:
-                sel_f = final[(final.split_name == split) & (final.name == metric) & (final.algorithm == algo)]
-                f = sel_f.pivot_table(index="seed", columns="task_id", values="value")
-                b = sel_b[sel_b.algorithm == algo].pivot_table(index="seed", columns="task_id", values="value")
-                if f.shape[1] != len(tasks) or f.isna().any().any() or not f.index.equals(b.index) \
-                        or list(f.columns) != list(b.columns):
+                f, b = complete(final, metric, split, algo), complete(base, metric, split, algo)
+                if f is None or b is None or not f.index.equals(b.index):
                     continue
+                finals[algo] = f
                 name = T2I_NAMES.get(algo, algo)
-                cells = {"base": b.to_numpy(), name: f.to_numpy(), f"{name} − base": (f - b).to_numpy()}
-                for column, values in cells.items():
-                    point, low, high = stats.interval_estimate(values, stats.mean, reps=reps, seed=seed)
-                    row[column] = fmt_fixed(point, low, high, digits)
-                    if column.endswith("− base"):
-                        raw.append({"task": "t2i/all-sets", "split": split, "metric": metric, "algorithm": algo,
-                                    "seeds": int(f.shape[0]), "final": float(f.to_numpy().mean()),
-                                    "base": float(b.to_numpy().mean()), "delta": point, "delta_ci_low": low,
-                                    "delta_ci_high": high})
+                for column, values in {"base": b, name: f}.items():
+                    row[column] = fmt_fixed(*stats.interval_estimate(values.to_numpy(), stats.mean, reps=reps,
+                                                                     seed=seed), digits)
+                d = _t2i_difference(raw, "t2i/all-sets", split, metric, algo, "base", f, b, reps, seed)
+                row[f"{name} − base"] = fmt_fixed(*d, digits)
+            for algo, control in T2I_CONTROLS.items():
+                if algo in finals and control in finals and finals[algo].index.equals(finals[control].index):
+                    d = _t2i_difference(raw, "t2i/all-sets", split, metric, algo, control, finals[algo],
+                                        finals[control], reps, seed)
+                    row[f"{T2I_NAMES.get(algo, algo)} − control"] = fmt_fixed(*d, digits)
             if len(row) > 3:
                 rows.append(row)
     return rows

@@ -215,3 +215,32 @@ def test_t2i_pooled_rows_average_paired_differences_over_sets_and_seeds():
     assert raw[0]["delta_ci_low"] < raw[0]["delta_ci_high"]
     incomplete = final[~((final.task_id == "t2i/b-v0") & (final.seed == 1))]
     assert _t2i_pooled_rows(base, incomplete, ["ddpo"], [], reps=500, seed=0) == []
+
+
+def test_t2i_table_pairs_a_method_with_its_control_by_seed(tmp_path):
+    """'DDPO − control': per set and pooled, the seed-paired difference of the two methods' final values
+    (the base model does not enter), with the verdict in the footer."""
+    import pandas as pd
+
+    from benchmarks.tables import t2i_tables
+
+    finals = {("ddpo", "t2i/a-v0"): [0.45, 0.47], ("ddpo_shuffled", "t2i/a-v0"): [0.44, 0.45],
+              ("ddpo", "t2i/b-v0"): [0.50, 0.52], ("ddpo_shuffled", "t2i/b-v0"): [0.50, 0.49]}
+    rows = []
+    for (algo, task), values in finals.items():
+        for seed, value in enumerate(values):
+            run = f"{algo}--{task}--seed{seed}"
+            for step, v in ((0, 0.40 + 0.01 * seed), (10, value)):
+                rows.append({"run_id": run, "task_id": task, "seed": seed, "algorithm": algo, "step": step,
+                             "split": "eval", "metric": "train/clipscore", "value": v})
+    t2i_tables(pd.DataFrame(rows), tmp_path / "tables", tmp_path / "figures", missing=0, reps=500, seed=0)
+    raw = pd.read_csv(tmp_path / "tables" / "t2i_alignment.csv")
+    control = raw[raw.against == "ddpo_shuffled"].set_index("task")
+    assert control.loc["t2i/a-v0", "delta"] == pytest.approx(np.mean([0.01, 0.02]))
+    assert control.loc["t2i/b-v0", "delta"] == pytest.approx(np.mean([0.00, 0.03]))
+    assert control.loc["t2i/all-sets", "delta"] == pytest.approx(np.mean([0.01, 0.02, 0.00, 0.03]))
+    assert control.loc["t2i/a-v0", "reference"] == pytest.approx(0.445)
+    versus_base = raw[(raw.against == "base") & (raw.algorithm == "ddpo")].set_index("task")
+    assert versus_base.loc["t2i/a-v0", "delta"] == pytest.approx(np.mean([0.05, 0.06]))
+    table = (tmp_path / "tables" / "t2i_alignment.md").read_text()
+    assert "DDPO − control" in table and "DDPO raises clipscore against DDPO, shuffled advantages on a-v0 train" in table

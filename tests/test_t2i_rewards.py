@@ -266,6 +266,10 @@ def test_reward_headroom_diagnostic_scores_correct_renders_above_shuffled_prompt
     frame = pd.read_csv(tmp_path / "d" / "headroom.csv")
     assert list(frame.split) == ["train", "test"] and (frame.runs == 0).all() and frame.base.isna().all()
     assert (tmp_path / "d" / "headroom.md").is_file()
+    sensitivity = pd.read_csv(tmp_path / "d" / "sensitivity.csv")
+    assert set(sensitivity.violation) == {"colour", "shape"} and (sensitivity.pairs > 0).all()
+    # the committed reward model sees colour and shape on clean renders (sensitivity.md: accuracy ~1)
+    assert (sensitivity.accuracy > 0.9).all() and (sensitivity.margin > 0).all()
     task = registry.get("t2i/shapes-composition-v0").make()
     prompts = list(task.eval_prompts("train"))
     x = _rendered(prompts)
@@ -280,3 +284,28 @@ def test_reward_headroom_diagnostic_rejects_a_grid_without_the_shapes_world(tmp_
     assert diagnose_t2i.main(["--size", "paper", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "shapes-world" in err[0]
+
+
+def test_each_sensitivity_violation_breaks_its_prompt_and_only_the_named_part():
+    """diagnose_t2i.violations: on every shapes-v0 prompt, each minimal edit renders to an image the oracle
+    fails under the original prompt, while the original's own render passes; the edit changes one thing."""
+    from benchmarks.diagnose_t2i import violations
+    from suites.t2i.prompt_sets import load_prompt_set
+    from suites.t2i.shapes.oracle import score_images
+
+    rng = np.random.default_rng(0)
+    texts = [text for name in ("composition", "attribute", "counting", "spatial") for split in ("train", "test")
+             for text in load_prompt_set(f"shapes-v0/{name}", split)]
+    good, bad, originals, kinds = [], [], [], set()
+    for text in texts:
+        prompt = parse_prompt(text)
+        for kind, wrong in violations(prompt, rng).items():
+            kinds.add(kind)
+            changed = [a != b for a, b in zip(prompt.objects, wrong.objects)] + [prompt.relation != wrong.relation]
+            assert sum(changed) == 1, (text, kind, format_prompt(wrong))
+            good.append(scene_for(prompt, rng, n_distractors=0))
+            bad.append(scene_for(wrong, rng, n_distractors=0))
+            originals.append(text)
+    assert kinds == {"colour", "shape", "count", "relation"}
+    assert score_images(render(good, np.float32), originals)[1].all()
+    assert not score_images(render(bad, np.float32), originals)[1].any()
