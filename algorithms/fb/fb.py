@@ -149,8 +149,8 @@ class FB(CheckpointedAgent):
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         b = batch_to(batch, self.dtype, self.device)
         cfg, n, d = self.cfg, len(b), self.cfg.latent_dim
-        with torch.no_grad():
-            goal_B = self.B(b.next_obs)
+        B = self.B(b.next_obs)          # goals: the rows' next states; detached, it also seeds the latents
+        goal_B = B.detach()
         # Latents: one per row (i.i.d. minibatch, as the reference), or K latents that each see the
         # whole weighted support.  Shape [K, N, d].
         k = 1 if b.weight is None else cfg.latents_per_step
@@ -165,7 +165,6 @@ class FB(CheckpointedAgent):
             target_M = aggregate_heads(torch.einsum("eknd,md->eknm", target_F,
                                                     self.B(b.next_obs, self.target_backward)), cfg.target_agg)
         F = self.F(obs, act, zf).reshape(-1, k, n, d)
-        B = self.B(b.next_obs)                                       # goals: the rows' next states
         M = torch.einsum("eknd,md->kenm", F, B)                      # [K, E, N, N]
         fb_loss, parts = losses.successor_loss(M, target_M, self.gamma, "touati", b.weight)
         ortho = losses.orthonormality_loss(B, "touati", b.weight)

@@ -146,7 +146,7 @@ class OneStepFB(CheckpointedAgent):
         loss = fb_loss + cfg.orthonorm_coeff * ortho
         logs = {"fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"], "orthonormality": ortho.detach()}
         if self.actor is not None:  # Eq. 13, on the same parameters, in the same optimiser step
-            actor_loss, actor_logs = self.actor_loss(b, generator)
+            actor_loss, actor_logs = self.actor_loss(b, generator, B.detach())
             loss = loss + actor_loss
             logs.update(actor_logs)
         self.optimizer.zero_grad(set_to_none=True)
@@ -157,12 +157,12 @@ class OneStepFB(CheckpointedAgent):
         return {"loss": loss.detach(), **logs}
 
     # ---- the one step of policy improvement, Eq. 13 (continuous actions) -------------------------
-    def actor_loss(self, b: TransitionBatch, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
+    def actor_loss(self, b: TransitionBatch, generator: torch.Generator, goal_B: torch.Tensor
+                   ) -> tuple[torch.Tensor, dict]:
         """-Q_z(s, pi(s, z)) / stop_grad(mean |Q|) + alpha * (-log pi(a_data | s, z)), with
-        Q_z(s, a) = agg_e F_e(s, a)^T z and F held fixed (no gradient into F from this loss)."""
+        Q_z(s, a) = agg_e F_e(s, a)^T z and F held fixed (no gradient into F from this loss).
+        goal_B: B(s, a) of the batch (no gradient), from which mixed latents are drawn."""
         cfg, n = self.cfg, len(b)
-        with torch.no_grad():
-            goal_B = self.B(b.obs, b.action)
         z = losses.sample_latents(n, cfg.latent_dim, generator, 1.0 - cfg.latent_mix_prob, goal_B, None, self.dtype)
         action = self.actor(b.obs, z).clamp(-1.0, 1.0)            # the mode (const_std), clipped
         frozen_F = {k: v.detach() for k, v in self.forward_net.named_parameters()}
