@@ -360,9 +360,9 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
               f"cell: {', '.join(str(s) for s in sorted(seeds_seen))}. 'base' = each run's evaluation before "
               f"fine-tuning (LoRA at zero), on the same evaluation noise as its final evaluation, so "
               f"'− base' is a paired difference; '− control' pairs a method with its no-signal control "
-              f"(same settings and seeds, advantages shuffled) by seed. clipscore = cosine similarity in the reward model's embedding "
-              f"(the training reward); oracle = the exact pixel judge that training never sees (graded: "
-              f"share of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of "
+              f"(same settings and seeds, advantages shuffled) by seed. clipscore = cosine similarity in the "
+              f"reward model's embedding (the training reward unless a JPEG row names another); oracle = the "
+              f"exact pixel judge that training never sees (graded: share of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of "
               f"one prompt's images.{verdicts}"
               + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
     paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
