@@ -64,6 +64,13 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     return target
 
 
+def call_frozen(module: nn.Module, *args: Any) -> Any:
+    """module(*args) with its parameters held fixed: gradients flow to the inputs (e.g. an actor's action)
+    but no weight gradients are computed for `module` (an actor loss through F trains only the actor)."""
+    frozen = {name: p.detach() for name, p in module.named_parameters()}
+    return torch.func.functional_call(module, frozen, args)
+
+
 @torch.no_grad()
 def polyak_update(target: nn.Module, online: nn.Module, tau: float) -> None:
     """target <- (1 - tau) target + tau online (one foreach kernel; bitwise equal to a per-tensor lerp_)."""

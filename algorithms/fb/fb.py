@@ -20,8 +20,8 @@ import torch
 
 from algorithms.fb import losses
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
-                                  all_actions_for, batch_to, check_choices, check_positive, frozen_copy, polyak_update,
-                                  resolve_dtype, train_and_evaluate)
+                                  all_actions_for, batch_to, call_frozen, check_choices, check_positive, frozen_copy,
+                                  polyak_update, resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ARCHS, TwoStreamActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
@@ -175,8 +175,10 @@ class FB(CheckpointedAgent):
         logs = {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
                 "orthonormality": ortho.detach()}
         if self.actor is not None:  # actor step on the updated F: maximise min_e F_e(s, pi(s, z), z)^T z
-            q = aggregate_heads(torch.einsum("end,nd->en", self.F(obs, self.actor_sample(obs, zf, generator), zf), zf),
-                                cfg.q_agg)
+            # F is held fixed (no weight gradients for it: they would be discarded by the next zero_grad)
+            action = self.actor_sample(obs, zf, generator)
+            F_pi = call_frozen(self.forward_net, map_inputs(cfg.arch, obs, action), zf)
+            q = aggregate_heads(torch.einsum("end,nd->en", F_pi, zf), cfg.q_agg)
             actor_loss = -q.mean()
             self.actor_optimizer.zero_grad(set_to_none=True)
             actor_loss.backward()

@@ -27,6 +27,7 @@ conventions, and the second against the closed-form fixed point.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -39,12 +40,18 @@ __all__ = ["CONVENTIONS", "pair_weights", "successor_loss", "orthonormality_loss
 
 def pair_weights(n: int, weight: torch.Tensor | None = None, dtype=torch.float32, device=None
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(pair weights [N, N], positive weights [N]) of the estimator; see the module docstring."""
+    """(pair weights [N, N], positive weights [N]) of the estimator; see the module docstring.
+    The i.i.d. weights depend only on (N, dtype, device) and are built once (callers never modify them)."""
     if weight is None:
-        off = (1.0 - torch.eye(n, dtype=dtype, device=device)) / (n * (n - 1))
-        return off, torch.full((n,), 1.0 / n, dtype=dtype, device=device)
+        return _iid_pair_weights(n, dtype, torch.device(device) if device is not None else torch.device("cpu"))
     p = weight.to(dtype) / weight.sum()
     return torch.outer(p, p), p
+
+
+@functools.lru_cache(maxsize=16)
+def _iid_pair_weights(n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    off = (1.0 - torch.eye(n, dtype=dtype, device=device)) / (n * (n - 1))
+    return off, torch.full((n,), 1.0 / n, dtype=dtype, device=device)
 
 
 def successor_loss(M: torch.Tensor, target_M: torch.Tensor, discount: float, convention: str,

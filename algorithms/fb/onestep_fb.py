@@ -20,8 +20,8 @@ import torch
 
 from algorithms.fb import losses
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
-                                  all_actions_for, batch_to, check_choices, check_positive, frozen_copy, polyak_update,
-                                  resolve_dtype, train_and_evaluate)
+                                  all_actions_for, batch_to, call_frozen, check_choices, check_positive, frozen_copy,
+                                  polyak_update, resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ACTIVATIONS, ARCHS, GaussianActor, build_map, map_inputs
 from suites.zeroshot import TransitionBatch
 
@@ -165,8 +165,7 @@ class OneStepFB(CheckpointedAgent):
         cfg, n = self.cfg, len(b)
         z = losses.sample_latents(n, cfg.latent_dim, generator, 1.0 - cfg.latent_mix_prob, goal_B, None, self.dtype)
         action = self.actor(b.obs, z).clamp(-1.0, 1.0)            # the mode (const_std), clipped
-        frozen_F = {k: v.detach() for k, v in self.forward_net.named_parameters()}
-        F = torch.func.functional_call(self.forward_net, frozen_F, (map_inputs(cfg.arch, b.obs, action),))
+        F = call_frozen(self.forward_net, map_inputs(cfg.arch, b.obs, action))
         q = aggregate_heads(torch.einsum("end,nd->en", F, z), cfg.q_agg)
         q_loss = -q.mean()
         if cfg.normalize_q_loss:
