@@ -362,8 +362,8 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
               f"'− base' is a paired difference; '− control' pairs a method with its no-signal control "
               f"(same settings and seeds, advantages shuffled) by seed. clipscore = cosine similarity in the "
               f"reward model's embedding (the training reward unless a JPEG row names another); oracle = the "
-              f"exact pixel judge that training never sees (graded: share of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of "
-              f"one prompt's images.{verdicts}"
+              f"exact pixel judge that training never sees (graded: share of prompt parts that hold; all "
+              f"parts: binary); diversity = mean pairwise distance of one prompt's images.{verdicts}"
               + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
     paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
                         "Text-to-image alignment: base vs fine-tuned", footer)
@@ -376,7 +376,8 @@ def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], 
                      seed: int) -> list[dict]:
     """'all sets' rows: the mean over prompt sets and seeds, with a stratified bootstrap CI (seeds resampled
     within each set, as the dmc aggregate does over tasks).  Only where every set has the same seeds.  The
-    pooled differences are also appended to `raw` (the table's CSV rows and the footer's verdicts)."""
+    pooled differences (against base, and against a method's control where both ran) are also appended to
+    `raw` (the table's CSV rows and the footer's verdicts)."""
     tasks = sorted(final.task_id.unique())
     if len(tasks) < 2:
         return []
