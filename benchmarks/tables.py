@@ -197,15 +197,22 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     frame = pd.DataFrame(rows)
     # Honest comparisons, computed, not written by hand: tasks where each method beats uniform random.
     per_task = final[final.task != "overall"].groupby(["algorithm", "domain", "task"]).value.mean()
+    cis = pd.DataFrame(raw)
+    cis = cis[cis.task != "overall"].set_index(["algorithm", "domain", "task"]) if len(cis) else cis
     lines = []
-    def beats(a: str, b: str) -> str:  # over the tasks where both have results
+
+    def beats(a: str, b: str) -> str:  # over the tasks where both have results; also the stricter count
         diff = (per_task[a] - per_task[b]).dropna()
-        return f"{DMC_NAMES[a]} beats {DMC_NAMES[b]} on {int((diff > 0).sum())}/{len(diff)} tasks"
+        apart = (cis.loc[a].ci_low - cis.loc[b].ci_high).dropna()   # a's 95% CI entirely above b's
+        return (f"{DMC_NAMES[a]} beats {DMC_NAMES[b]} on {int((diff > 0).sum())}/{len(diff)} tasks "
+                f"({int((apart > 0).sum())} with CIs apart)")
 
     if "uniform_random" in algos:
         lines += [beats(algo, "uniform_random") for algo in ("fb", "onestep_fb") if algo in algos]
     if {"fb", "onestep_fb"} <= set(algos):
-        lines.append(beats("onestep_fb", "fb") + " (means over seeds)")
+        lines.append(beats("onestep_fb", "fb"))
+    lines[-1:] = [f"{lines[-1]} (means over seeds; 'CIs apart': the lower 95% bound above the other's upper)"] \
+        if lines else []
     footer = (f"Cells: mean undiscounted return over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed="
               f"{seed}); seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}; final checkpoint. "
               f"'overall' = mean over the domain's tasks per seed. {'; '.join(lines)}. Paper columns: the one-step "

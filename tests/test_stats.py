@@ -244,3 +244,26 @@ def test_t2i_table_pairs_a_method_with_its_control_by_seed(tmp_path):
     assert versus_base.loc["t2i/a-v0", "delta"] == pytest.approx(np.mean([0.05, 0.06]))
     table = (tmp_path / "tables" / "t2i_alignment.md").read_text()
     assert "DDPO − control" in table and "DDPO raises clipscore against DDPO, shuffled advantages on a-v0 train" in table
+
+
+def test_dmc_footer_counts_wins_by_means_and_by_separated_cis(tmp_path):
+    """'beats uniform random on k/n tasks (m with CIs apart)': a win by the mean counts in k; only a win
+    whose 95% CI lies entirely above the baseline's counts in m."""
+    import pandas as pd
+
+    from benchmarks.tables import dmc_tables
+
+    returns = {"fb": {"flip": [100, 110, 120], "run": [30, 31, 29], "stand": [200, 100, 330], "walk": [10, 11, 12]},
+               "uniform_random": {"flip": [50, 51, 49], "run": [20, 21, 19], "stand": [180, 181, 179],
+                                  "walk": [30, 31, 29]}}
+    rows = []
+    for algo, tasks in returns.items():
+        for seed in range(3):
+            for task, values in tasks.items():
+                rows.append({"run_id": f"{algo}-{seed}", "task_id": "dmc/walker-zeroshot-v0", "algorithm": algo,
+                             "seed": seed, "step": 8000, "split": "eval", "metric": f"{task}/return",
+                             "value": float(values[seed])})
+    dmc_tables(pd.DataFrame(rows), tmp_path / "tables", tmp_path / "figures", missing=0, reps=500, seed=0)
+    table = (tmp_path / "tables" / "dmc_returns.md").read_text()
+    # flip, run and stand win by the mean (stand: 210 vs 180, but its spread straddles random); walk loses
+    assert "FB beats uniform random on 3/4 tasks (2 with CIs apart)" in table
