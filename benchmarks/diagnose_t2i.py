@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                          "share_gained": (final - base) / (clean - base)})
     frame = pd.DataFrame(rows)
     out = Path(args.out) if args.out else results_root / "t2i" / "diagnostics" / args.size
-    write_sensitivity(exp, task_ids, trials, out, args.size)
+    write_sensitivity(task_ids, trials, out, args.size)
     table = frame.to_markdown(index=False, floatfmt=".4f")
     note = ("clipscore (the training reward) of the grid's evaluation prompts, the same number of images each; "
             "base / final: the grid's models, mean over `runs` seeds; headroom = render_clean - base; "
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def write_sensitivity(exp, task_ids: list[str], trials, out: Path, size: str) -> None:
+def write_sensitivity(task_ids: list[str], trials, out: Path, size: str) -> None:
+    """sensitivity.md / .csv: sensitivity_rows for every shapes task of the grid, both splits."""
     rows = []
     for task_id in task_ids:
         kwargs = dict(next(t for t in trials if t.task_id == task_id).task_kwargs)
