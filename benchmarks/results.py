@@ -190,7 +190,10 @@ class RunWriter:
     def finish(self) -> None:
         self.flush_scalars()
         atomic_write_parquet(self.dir / SAMPLES, pd.DataFrame(self._samples))
-        self._write_manifest(status="done", finished_at=now())
+        # the resumable checkpoint is deleted below; final_step is the last step logged: the model reported
+        self._manifest.pop("checkpoint_step", None)
+        self._write_manifest(status="done", finished_at=now(),
+                             final_step=max((r["step"] for r in self._rows), default=None))
         (self.dir / CHECKPOINT).unlink(missing_ok=True)
 
     def fail(self, reason: str) -> None:

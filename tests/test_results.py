@@ -146,6 +146,7 @@ def test_run_writer_lifecycle_and_resume(tmp_path, trial):
     assert samples["err"].tolist() == [0.5, 0.25] and samples["step"].tolist() == [8, 8]
     m = read_manifest(d)
     assert m["status"] == "done" and "finished_at" in m
+    assert m["final_step"] == 8 and "checkpoint_step" not in m   # the checkpoint at step 5 is gone
     assert not (d / CHECKPOINT).exists()
     assert is_complete(tmp_path, trial)
     assert tmp_files(tmp_path) == []
