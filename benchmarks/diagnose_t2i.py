@@ -146,52 +146,43 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = []
+    rows, sensitivity = [], []
     for task_id in task_ids:
         mine = [t for t in trials if t.task_id == task_id]
         kwargs = dict(mine[0].task_kwargs)
         task = registry.get(task_id).with_kwargs(**kwargs).make()
+        name = task_id.split("/")[1]
         for split, (base, final, runs) in model_scores(results_root, mine).items():
             clean = render_scores(task, split, task.eval_images_per_prompt, distractors=False)
-            rows.append({"prompt set": task_id.split("/")[1], "split": split, "runs": runs,
+            rows.append({"prompt set": name, "split": split, "runs": runs,
                          "render_clean": clean,
                          "render_distractors": render_scores(task, split, task.eval_images_per_prompt, True),
                          "base": base, "final": final, "headroom": clean - base,
                          "share_gained": (final - base) / (clean - base)})
-    frame = pd.DataFrame(rows)
+        for split in ("train", "test"):
+            sensitivity += [{"prompt set": name, "split": split, **row}
+                            for row in sensitivity_rows(task, split, max(task.eval_images_per_prompt, 4))]
     out = Path(args.out) if args.out else results_root / "t2i" / "diagnostics" / args.size
-    write_sensitivity(task_ids, trials, out, args.size)
-    table = frame.to_markdown(index=False, floatfmt=".4f")
-    note = ("clipscore (the training reward) of the grid's evaluation prompts, the same number of images each; "
-            "base / final: the grid's models, mean over `runs` seeds; headroom = render_clean - base; "
-            "share_gained = (final - base) / headroom.  Regenerate: `python -m benchmarks.diagnose_t2i`.")
-    atomic_write_csv(out / "headroom.csv", frame)
-    atomic_write_text(out / "headroom.md", f"### Reward headroom of the t2i {args.size} grid\n\n{table}\n\n{note}\n")
-    print(table)
-    print(f"wrote {out / 'headroom.md'}")
+    write_table(out, "sensitivity", f"Reward sensitivity, t2i {args.size} grid prompts", pd.DataFrame(sensitivity),
+                "Which prompt parts the reward (clipscore) can see: per evaluation prompt and image, a render that "
+                "satisfies the prompt against a render of a minimal violation (another colour / shape of one "
+                "object, another count, the opposite relation), both scored with the original prompt.  accuracy = "
+                "share of pairs where the satisfying render scores higher (0.5: blind); margin = mean score "
+                "difference.  Regenerate: `python -m benchmarks.diagnose_t2i`.")
+    write_table(out, "headroom", f"Reward headroom of the t2i {args.size} grid", pd.DataFrame(rows),
+                "clipscore (the training reward) of the grid's evaluation prompts, the same number of images each; "
+                "base / final: the grid's models, mean over `runs` seeds; headroom = render_clean - base; "
+                "share_gained = (final - base) / headroom.  Regenerate: `python -m benchmarks.diagnose_t2i`.")
     return 0
 
 
-def write_sensitivity(task_ids: list[str], trials, out: Path, size: str) -> None:
-    """sensitivity.md / .csv: sensitivity_rows for every shapes task of the grid, both splits."""
-    rows = []
-    for task_id in task_ids:
-        kwargs = dict(next(t for t in trials if t.task_id == task_id).task_kwargs)
-        task = registry.get(task_id).with_kwargs(**kwargs).make()
-        for split in ("train", "test"):
-            for row in sensitivity_rows(task, split, max(task.eval_images_per_prompt, 4)):
-                rows.append({"prompt set": task_id.split("/")[1], "split": split, **row})
-    frame = pd.DataFrame(rows)
+def write_table(out: Path, name: str, title: str, frame: pd.DataFrame, note: str) -> None:
+    """<out>/<name>.csv and .md (title, table, note), written atomically; the table is also printed."""
     table = frame.to_markdown(index=False, floatfmt=".4f")
-    note = ("Which prompt parts the reward (clipscore) can see: per evaluation prompt and image, a render that "
-            "satisfies the prompt against a render of a minimal violation (another colour / shape of one object, "
-            "another count, the opposite relation), both scored with the original prompt.  accuracy = share of "
-            "pairs where the satisfying render scores higher (0.5: blind); margin = mean score difference.  "
-            "Regenerate: `python -m benchmarks.diagnose_t2i`.")
-    atomic_write_csv(out / "sensitivity.csv", frame)
-    atomic_write_text(out / "sensitivity.md", f"### Reward sensitivity, t2i {size} grid prompts\n\n{table}\n\n{note}\n")
+    atomic_write_csv(out / f"{name}.csv", frame)
+    atomic_write_text(out / f"{name}.md", f"### {title}\n\n{table}\n\n{note}\n")
     print(table)
-    print(f"wrote {out / 'sensitivity.md'}")
+    print(f"wrote {out / f'{name}.md'}")
 
 
 if __name__ == "__main__":
