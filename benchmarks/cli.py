@@ -102,9 +102,9 @@ def cmd_run(args) -> int:
     exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks,
                           data_root=args.data_dir)
     trials = exp.trials()
-    _check_tasks_build(trials, prepare=not args.dry_run)
     results_root = args.results_dir.resolve()
     todo = [t for t in trials if not is_complete(results_root, t)]
+    _check_tasks_build(trials, prepare=[] if args.dry_run else todo)
     print(f"{args.suite} / {args.size}: {len(trials)} trials ({len(trials) - len(todo)} complete, "
           f"{len(todo)} to run) -> {results_root / args.suite / 'runs'}", flush=True)
     if args.dry_run:
@@ -132,19 +132,23 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _check_tasks_build(trials, prepare: bool) -> None:
+def _check_tasks_build(trials, prepare) -> None:
     """Build each distinct task once in the driver, so a bad input file (e.g. a custom CMP) is one clear
     error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily.
-    With `prepare`, tasks that need data make it now, once, with the whole machine (e.g. dmc collection)."""
+    Tasks of the trials in `prepare` (those still to run) that need data make it now, once, with the whole
+    machine (e.g. dmc collection); a grid whose runs are all complete collects nothing."""
     from suites import registry
 
+    def key(t):
+        return t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items()))
+
+    needed = {key(t) for t in prepare}
     seen = set()
     for t in trials:
-        key = (t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items())))
-        if key not in seen:
-            seen.add(key)
+        if key(t) not in seen:
+            seen.add(key(t))
             task = registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
-            if prepare and hasattr(task, "prepare"):
+            if key(t) in needed and hasattr(task, "prepare"):
                 task.prepare()
 
 

@@ -2,6 +2,7 @@
 first use, training both FB algorithms, zero-shot evaluation on every walker task, baselines, tables."""
 import functools
 import json
+import shutil
 
 import pandas as pd
 
@@ -33,9 +34,19 @@ def test_tiny_dmc_bench_collects_trains_evaluates_and_tabulates(tmp_path):
     for name in ("FB", "one-step FB", "uniform random", "zero action", "(paper)", "overall"):
         assert name in table
     assert (tmp_path / "results" / "dmc" / "figures" / "tiny" / "dmc_performance_profile.png").is_file()
-    # a second run reuses the data and skips every complete run
+    # a second run reuses the data (no new episode file) for the one run that is missing ...
+    episodes = sorted(p.name for p in dataset.iterdir())
+    zero_run = next(r for r in runs if r.name.startswith("zero_action"))
+    shutil.rmtree(zero_run)
     again = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
-    assert again.returncode == 0 and "(4 complete, 0 to run)" in again.stdout
+    assert again.returncode == 0 and "(3 complete, 1 to run)" in again.stdout, again.stderr[-3000:]
+    assert sorted(p.name for p in dataset.iterdir()) == episodes
+    assert json.loads((zero_run / "manifest.json").read_text())["status"] == "done"
+    # ... and a grid whose runs are all complete skips them and collects nothing, even without its data
+    shutil.rmtree(dataset)
+    done = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
+    assert done.returncode == 0 and "(4 complete, 0 to run)" in done.stdout, done.stderr[-3000:]
+    assert not dataset.exists() and "dataset" not in done.stdout
 
 
 def test_missing_dataset_is_one_line_before_any_trial(tmp_path):
