@@ -375,6 +375,7 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
                         "Text-to-image alignment: base vs fine-tuned", footer)
     paths += t2i_reward_curve(scalars, out_figs)
+    paths += t2i_eval_curve(scalars, out_tables, out_figs)
     paths += t2i_sample_grids(final, out_tables.parent.parent / "runs", out_figs)
     return paths
 
@@ -446,6 +447,57 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     path = out_figs / "t2i_reward_vs_queries.png"
     save_figure(fig, path)
     return [path]
+
+
+def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> list[Path]:
+    """For runs evaluated during training (`eval_every`): each evaluation's change from the base model
+    (the step-0 evaluation, same noise) against the reward queries spent by then, mean over seeds per
+    (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of the values and a
+    figure; nothing when no run has an evaluation between its first and last."""
+    ev = scalars[scalars.split == "eval"]
+    metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
+    ev = ev[ev.metric.str.split("/").str[1].isin([m for m, _ in metrics])]
+    if ev.empty or ev.groupby("run_id").step.nunique().max() < 3:
+        return []
+    ev = ev.assign(split_name=ev.metric.str.split("/").str[0], name=ev.metric.str.split("/").str[1])
+    base = ev[ev.step == 0].set_index(["run_id", "metric"]).value
+    ev = ev.assign(delta=ev.value.to_numpy() - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy())
+    queries = scalars[(scalars.split == "train") & (scalars.metric == "budget/reward_queries")]
+    queries = queries.set_index(["run_id", "step"]).value
+    ev["reward_queries"] = queries.reindex(pd.MultiIndex.from_frame(ev[["run_id", "step"]])).to_numpy()
+    ev.loc[ev.step == 0, "reward_queries"] = 0
+    curve = (ev.dropna(subset=["delta", "reward_queries"])
+             .groupby(["task_id", "algorithm", "split_name", "name", "step", "reward_queries"])
+             .agg(delta_mean=("delta", "mean"), seeds=("delta", "size")).reset_index())
+    csv = out_tables / "t2i_eval_curve.csv"
+    atomic_write_csv(csv, curve)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 3.8), constrained_layout=True)
+    colors = {}
+    for ax, (metric, title) in zip(axes, metrics):
+        for (task, algo, split), g in curve[curve.name == metric].groupby(["task_id", "algorithm", "split_name"]):
+            key = (task, algo)
+            label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
+            line, = ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=colors.get(key),
+                            linestyle="-" if split == "train" else "--",
+                            label=f"{label} ({split})")
+            colors.setdefault(key, line.get_color())
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set_xlabel("reward queries (images scored)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("change from the base model (mean over seeds)")
+    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[1]]
+    if labelled:
+        labelled[-1].legend(fontsize=7)
+    fig.suptitle("Evaluations during training (solid: train split, dashed: test split)")
+    path = out_figs / "t2i_eval_vs_queries.png"
+    save_figure(fig, path)
+    return [csv, path]
 
 
 def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> list[Path]:

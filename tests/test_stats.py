@@ -267,3 +267,31 @@ def test_dmc_footer_counts_wins_by_means_and_by_separated_cis(tmp_path):
     table = (tmp_path / "tables" / "dmc_returns.md").read_text()
     # flip, run and stand win by the mean (stand: 210 vs 180, but its spread straddles random); walk loses
     assert "FB beats uniform random on 3/4 tasks (2 with CIs apart)" in table
+
+
+def test_t2i_eval_curve_tracks_each_evaluation_against_reward_queries(tmp_path):
+    """Runs evaluated during training get a curve: each evaluation minus the run's step-0 one, mean over
+    seeds, placed at the reward queries spent by then; runs evaluated only at the start and end get none."""
+    import pandas as pd
+
+    from benchmarks.tables import t2i_eval_curve
+
+    rows = []
+    for seed in (0, 1):
+        run = f"ddpo--t2i/a-v0--seed{seed}"
+        common = {"run_id": run, "task_id": "t2i/a-v0", "seed": seed, "algorithm": "ddpo"}
+        for step, value in ((0, 0.40 + seed), (5, 0.41 + seed), (10, 0.43 + seed + 0.01 * seed)):
+            rows.append({**common, "step": step, "split": "eval", "metric": "train/clipscore", "value": value})
+        for step in range(1, 11):
+            rows.append({**common, "step": step, "split": "train", "metric": "budget/reward_queries",
+                         "value": 32.0 * step})
+    scalars = pd.DataFrame(rows)
+    (tmp_path / "t").mkdir(), (tmp_path / "f").mkdir()
+    paths = t2i_eval_curve(scalars, tmp_path / "t", tmp_path / "f")
+    assert [p.name for p in paths] == ["t2i_eval_curve.csv", "t2i_eval_vs_queries.png"]
+    curve = pd.read_csv(paths[0]).set_index("step")
+    assert list(curve.reward_queries) == [0, 160, 320]
+    assert curve.delta_mean.to_list() == pytest.approx([0.0, 0.01, np.mean([0.03, 0.04])])
+    assert set(curve.seeds) == {2}
+    only_ends = scalars[~((scalars.split == "eval") & (scalars.step == 5))]
+    assert t2i_eval_curve(only_ends, tmp_path / "t", tmp_path / "f") == []
