@@ -132,7 +132,7 @@ def cmd_run(args) -> int:
     return 1 if failed else 0
 
 
-def _check_tasks_build(trials, prepare) -> None:
+def _check_tasks_build(trials: list, prepare: list) -> None:
     """Build each distinct task once in the driver, so a bad input file (e.g. a custom CMP) is one clear
     error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily.
     Tasks of the trials in `prepare` (those still to run) that need data make it now, once, with the whole
