@@ -145,10 +145,11 @@ def _check_tasks_build(trials: list, prepare: list) -> None:
     needed = {key(t) for t in prepare}
     seen = set()
     for t in trials:
-        if key(t) not in seen:
-            seen.add(key(t))
+        k = key(t)
+        if k not in seen:
+            seen.add(k)
             task = registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
-            if key(t) in needed and hasattr(task, "prepare"):
+            if k in needed and hasattr(task, "prepare"):
                 task.prepare()
 
 

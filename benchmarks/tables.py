@@ -455,11 +455,11 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of the values and a
     figure; nothing when no run has an evaluation between its first and last."""
     ev = scalars[scalars.split == "eval"]
+    ev = ev.assign(split_name=ev.metric.str.split("/").str[0], name=ev.metric.str.split("/").str[1])
     metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
-    ev = ev[ev.metric.str.split("/").str[1].isin([m for m, _ in metrics])]
+    ev = ev[ev.name.isin([m for m, _ in metrics])]
     if ev.empty or ev.groupby("run_id").step.nunique().max() < 3:
         return []
-    ev = ev.assign(split_name=ev.metric.str.split("/").str[0], name=ev.metric.str.split("/").str[1])
     base = ev[ev.step == 0].set_index(["run_id", "metric"]).value
     ev = ev.assign(delta=ev.value.to_numpy() - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy())
     queries = scalars[(scalars.split == "train") & (scalars.metric == "budget/reward_queries")]
