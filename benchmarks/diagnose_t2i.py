@@ -17,7 +17,17 @@ against the ORIGINAL prompt, and reports how often the satisfying image scores h
 another shape for one object, another count (counting prompts), the opposite relation (relation prompts:
 the same two objects, placed the other way round).  RL against this reward can only fix what it sees.
 
+Seeing a part on clean renders is not enough: DDPO's advantage ranks the model's OWN samples of a prompt
+against each other, so what it can learn is what the reward ranks among those.  agreement.md samples
+the base model on each train-split evaluation prompt (`--agreement-images` images, the algorithm's own
+sampler settings: DDIM steps, guidance, eta) and asks, within each prompt, whether the images the reward
+ranks higher are the ones the oracle judges better: Spearman's rho between clipscore and the oracle's
+graded score, and the oracle's graded / binary score of the reward's top half minus its bottom half (the
+sign DDPO's per-prompt advantage gives them).  rho ~ 0: the reward's ranking is unrelated to what the
+prompt asks, so its gains need not show in the oracle.
+
     python -m benchmarks.diagnose_t2i [--size cpu] [--algorithm ddpo] [--results-dir results] [--out DIR]
+                                      [--agreement-images 16]
 """
 from __future__ import annotations
 
@@ -109,6 +119,58 @@ def sensitivity_rows(task, split: str, images_per_prompt: int, seed: int = 0) ->
     return rows
 
 
+def prompt_agreement(reward, graded, binary) -> dict[str, float]:
+    """Within one prompt's images: does the reward rank them like the oracle?  rho = Spearman correlation
+    of reward and graded oracle score (average ranks for ties; NaN when either is constant); gap_* = the
+    oracle's mean over the images above the reward's median minus over the rest (NaN for < 2 images)."""
+    reward, graded, binary = (np.asarray(v, np.float64) for v in (reward, graded, binary))
+    rho = float("nan")
+    if reward.std() > 0 and graded.std() > 0:
+        rho = float(np.corrcoef(pd.Series(reward).rank(), pd.Series(graded).rank())[0, 1])
+    top = reward > np.median(reward)
+    if top.all() or not top.any():
+        gaps = (float("nan"), float("nan"))
+    else:
+        gaps = tuple(float(v[top].mean() - v[~top].mean()) for v in (graded, binary))
+    return {"rho": rho, "gap_graded": gaps[0], "gap_binary": gaps[1]}
+
+
+def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 0) -> tuple[dict, list[dict]]:
+    """Sample the base model on the train split's evaluation prompts with the algorithm's sampler settings;
+    returns the set's summary (means over the prompts where each statistic is defined, rho with a
+    bootstrap 95% CI over prompts) and one `prompt_agreement` row per prompt."""
+    import torch
+
+    from algorithms.diffusion.core import sample_trajectories
+    from benchmarks.stats import interval_estimate, mean
+    from suites.t2i.shapes.oracle import score_images
+
+    model = task.load_model()
+    generator = torch.Generator().manual_seed(seed)
+    per_prompt, graded_all = [], []
+    for prompt in task.eval_prompts("train"):
+        flat = [prompt] * images_per_prompt
+        images = sample_trajectories(model, flat, int(algo_config.get("sample_num_steps", 50)),
+                                     float(algo_config.get("guidance_scale", 5.0)),
+                                     float(algo_config.get("sample_eta", 1.0)), generator=generator).images.float()
+        clip = np.asarray(task.reward_fn()(images, flat), np.float64)
+        graded, binary = score_images(images, flat)
+        per_prompt.append({"prompt": prompt, "clipscore_mean": float(clip.mean()), "clipscore_sd": float(clip.std()),
+                           "oracle_graded": float(np.mean(graded)), "oracle_binary": float(np.mean(binary)),
+                           **prompt_agreement(clip, graded, binary)})
+        graded_all.append(np.asarray(graded, np.float64))
+    frame = pd.DataFrame(per_prompt)
+    rho = frame.rho.dropna().to_numpy()
+    _, low, high = interval_estimate(rho, mean) if len(rho) else (np.nan, np.nan, np.nan)
+    summary = {"prompts": len(frame), "images_per_prompt": images_per_prompt,
+               "clipscore_sd_within_prompt": float(frame.clipscore_sd.mean()),
+               "oracle_graded": float(np.mean(np.concatenate(graded_all))),
+               "prompts_with_rho": len(rho), "rho": float(rho.mean()) if len(rho) else float("nan"),
+               "rho_low": low, "rho_high": high,
+               "gap_graded": float(frame.gap_graded.mean()), "gap_binary": float(frame.gap_binary.mean())}
+    return summary, per_prompt
+
+
 def model_scores(results_root: Path, trials) -> dict[str, tuple[float, float, int]]:
     """Per split, the mean eval clipscore of the base (first eval) and final (last eval) models over the
     complete runs, and how many runs that is."""
@@ -133,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
                                                     "(default: results/t2i/diagnostics/<size>)")
+    parser.add_argument("--agreement-images", type=int, default=16,
+                        help="base-model images per train prompt for agreement.md (default 16; 0 skips it)")
     args = parser.parse_args(argv)
     results_root = Path(args.results_dir)
     try:
@@ -143,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         task_ids = sorted({t.task_id for t in trials if "shapes-" in t.task_id})
         if not task_ids:
             raise UserError(f"the t2i {args.size} grid has no shapes-world task; the headroom needs the renderer")
+        if args.agreement_images == 1 or args.agreement_images < 0:
+            raise UserError(f"--agreement-images must be 0 (skip) or >= 2 to rank images (got {args.agreement_images})")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows, sensitivity = [], []
+    rows, sensitivity, agreement, agreement_prompts = [], [], [], []
     for task_id in task_ids:
         mine = [t for t in trials if t.task_id == task_id]
         kwargs = dict(mine[0].task_kwargs)
@@ -162,7 +228,24 @@ def main(argv: list[str] | None = None) -> int:
         for split in ("train", "test"):
             sensitivity += [{"prompt set": name, "split": split, **row}
                             for row in sensitivity_rows(task, split, max(task.eval_images_per_prompt, 4))]
+        if args.agreement_images:
+            summary, prompts = agreement_rows(task, mine[0].algo_config, args.agreement_images)
+            agreement.append({"prompt set": name, **summary})
+            agreement_prompts += [{"prompt set": name, **row} for row in prompts]
     out = Path(args.out) if args.out else results_root / "t2i" / "diagnostics" / args.size
+    if agreement:
+        atomic_write_csv(out / "agreement_prompts.csv", pd.DataFrame(agreement_prompts))
+        write_table(out, "agreement", f"Does the reward rank the base model's own samples like the oracle? "
+                    f"t2i {args.size} grid, train prompts", pd.DataFrame(agreement),
+                    f"Per train-split evaluation prompt, {args.agreement_images} images of the base model sampled "
+                    f"with the {args.algorithm} grid's sampler settings (seed 0); within each prompt: rho = "
+                    "Spearman correlation of clipscore (the training reward) and the oracle's graded score (mean "
+                    "over the `prompts_with_rho` prompts where neither is constant; rho_low / rho_high: bootstrap "
+                    "95% CI over those prompts); gap_graded / gap_binary = the oracle's graded / binary score of "
+                    "the images above the prompt's median clipscore minus the rest, i.e. what a per-prompt "
+                    "advantage favours.  rho ~ 0: the reward ranks the model's own samples by something the "
+                    "prompt does not ask for.  clipscore_sd_within_prompt: the reward's spread among one prompt's "
+                    "images.  Per prompt: agreement_prompts.csv.  Regenerate: `python -m benchmarks.diagnose_t2i`.")
     write_table(out, "sensitivity", f"Reward sensitivity, t2i {args.size} grid prompts", pd.DataFrame(sensitivity),
                 "Which prompt parts the reward (clipscore) can see: per evaluation prompt and image, a render that "
                 "satisfies the prompt against a render of a minimal violation (another colour / shape of one "

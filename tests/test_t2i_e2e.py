@@ -1,8 +1,10 @@
 """The t2i suite end to end: DDPO at the tiny size through the real CLI and Ray Tune on the committed
 shapes model and reward model (evaluation before and after fine-tuning, tables, figures, resume), the
 DDPO loop's invariants (t2i.md §6.5 items 2 and 8) on the same model, and the one-line errors."""
+import dataclasses
 import functools
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -182,3 +184,23 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
     assert torch.equal(adv_a.sort().values, adv_b.sort().values)  # ... the same advantages ...
     assert not torch.equal(adv_a, adv_b)                        # ... in another order
     assert "ddpo_shuffled" in {a.name for a in algorithm_registry.for_suite("t2i")}
+
+
+def test_the_control_grid_file_reproduces_its_committed_runs():
+    """benchmarks/configs/t2i_control.yaml pins the 320-query grid of DDPO beside its no-signal control:
+    its 24 trials are exactly the committed runs under results/t2i/diagnostics/cpu/control (a changed
+    setting would change their ids), and the default cpu grid runs DDPO alone at twice the queries."""
+    from benchmarks.config import load_experiment
+    from benchmarks.results import is_complete
+
+    root = Path(__file__).resolve().parents[1]
+    control = load_experiment("t2i", "cpu", root / "benchmarks" / "configs" / "t2i_control.yaml")
+    trials = control.trials()
+    assert len(trials) == 24 and {t.algorithm for t in trials} == {"ddpo", "ddpo_shuffled"}
+    assert all(is_complete(root / "results" / "t2i" / "diagnostics" / "cpu" / "control", t) for t in trials)
+    default = load_experiment("t2i", "cpu")
+    assert set(default.algorithms) == {"ddpo"} and len(default.trials()) == 12
+    # the same DDPO, only twice the epochs and an evaluation halfway (at the control grid's budget)
+    at_320, at_640 = control.algorithms["ddpo"], default.algorithms["ddpo"]
+    assert at_640 == dataclasses.replace(at_320, num_epochs=2 * at_320.num_epochs, eval_every=at_320.num_epochs)
+    assert [t for t, _ in default.tasks] == [t for t, _ in control.tasks] and default.seeds == control.seeds

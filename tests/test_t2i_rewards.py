@@ -262,7 +262,14 @@ def test_reward_headroom_diagnostic_scores_correct_renders_above_shuffled_prompt
     from benchmarks import diagnose_t2i
     from suites import registry
 
-    assert diagnose_t2i.main(["--size", "tiny", "--results-dir", str(tmp_path), "--out", str(tmp_path / "d")]) == 0
+    assert diagnose_t2i.main(["--size", "tiny", "--results-dir", str(tmp_path), "--out", str(tmp_path / "d"),
+                              "--agreement-images", "4"]) == 0
+    agreement = pd.read_csv(tmp_path / "d" / "agreement.csv")
+    assert list(agreement["prompt set"]) == ["shapes-composition-v0"]
+    assert agreement.prompts.item() == 2 and agreement.images_per_prompt.item() == 4
+    assert 0 <= agreement.oracle_graded.item() <= 1 and agreement.clipscore_sd_within_prompt.item() > 0
+    per_prompt = pd.read_csv(tmp_path / "d" / "agreement_prompts.csv")
+    assert list(per_prompt.prompt) == list(registry.get("t2i/shapes-composition-v0").make().eval_prompts("train"))[:2]
     frame = pd.read_csv(tmp_path / "d" / "headroom.csv")
     assert list(frame.split) == ["train", "test"] and (frame.runs == 0).all() and frame.base.isna().all()
     assert (tmp_path / "d" / "headroom.md").is_file()
@@ -278,12 +285,32 @@ def test_reward_headroom_diagnostic_scores_correct_renders_above_shuffled_prompt
     assert own > shuffled + 0.02
 
 
+def test_prompt_agreement_measures_whether_the_reward_ranks_like_the_oracle():
+    """diagnose_t2i.prompt_agreement on hand-made scores: a reward that orders images as the oracle does
+    gets rho 1 and positive gaps, the reverse order rho -1, and a constant oracle no rho."""
+    from benchmarks.diagnose_t2i import prompt_agreement
+
+    graded, binary = [0.0, 0.5, 0.5, 1.0], [0, 0, 0, 1]
+    same = prompt_agreement([0.1, 0.2, 0.3, 0.4], graded, binary)
+    assert same["rho"] == pytest.approx(np.corrcoef([1, 2.5, 2.5, 4], [1, 2, 3, 4])[0, 1])
+    assert same["gap_graded"] == pytest.approx(0.75 - 0.25) and same["gap_binary"] == pytest.approx(0.5)
+    reverse = prompt_agreement([0.4, 0.3, 0.2, 0.1], graded, binary)
+    assert reverse["rho"] == pytest.approx(-same["rho"]) and reverse["gap_graded"] == pytest.approx(-0.5)
+    flat = prompt_agreement([0.1, 0.2, 0.3, 0.4], [0.5] * 4, [0] * 4)
+    assert np.isnan(flat["rho"]) and flat["gap_graded"] == 0 and flat["gap_binary"] == 0
+    assert np.isnan(prompt_agreement([0.3, 0.3], [0, 1], [0, 1])["gap_graded"])   # no top half
+
+
 def test_reward_headroom_diagnostic_rejects_a_grid_without_the_shapes_world(tmp_path, capsys):
     from benchmarks import diagnose_t2i
 
     assert diagnose_t2i.main(["--size", "paper", "--results-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "shapes-world" in err[0]
+    assert diagnose_t2i.main(["--size", "tiny", "--results-dir", str(tmp_path), "--agreement-images", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--agreement-images" in err[0]
+    assert not (tmp_path / "t2i").exists()
 
 
 def test_each_sensitivity_violation_breaks_its_prompt_and_only_the_named_part():
