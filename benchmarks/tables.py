@@ -363,11 +363,12 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                     f"{'; '.join(lines) if lines else 'none'}; every other difference in these metrics is "
                     f"not significant (of {len(tested)} differences tested, about {len(tested) / 20:.1f} would "
                     f"exclude 0 by chance alone).")
+    control_note = (" '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
+                    "shuffled) by seed." if any(r["against"] != "base" for r in raw) else "")
     footer = (f"Cells: mean over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); seeds per "
               f"cell: {', '.join(str(s) for s in sorted(seeds_seen))}. 'base' = each run's evaluation before "
               f"fine-tuning (LoRA at zero), on the same evaluation noise as its final evaluation, so "
-              f"'− base' is a paired difference; '− control' pairs a method with its no-signal control "
-              f"(same settings and seeds, advantages shuffled) by seed. clipscore = cosine similarity in the "
+              f"'− base' is a paired difference;{control_note} clipscore = cosine similarity in the "
               f"reward model's embedding (the training reward unless a JPEG row names another); oracle = the "
               f"exact pixel judge that training never sees (graded: share of prompt parts that hold; all "
               f"parts: binary); diversity = mean pairwise distance of one prompt's images.{verdicts}"
@@ -375,7 +376,7 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
                         "Text-to-image alignment: base vs fine-tuned", footer)
     paths += t2i_reward_curve(scalars, out_figs)
-    paths += t2i_eval_curve(scalars, out_tables, out_figs)
+    paths += t2i_eval_curve(scalars, out_tables, out_figs, reps, seed)
     paths += t2i_sample_grids(final, out_tables.parent.parent / "runs", out_figs)
     return paths
 
@@ -449,11 +450,13 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     return [path]
 
 
-def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> list[Path]:
+def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps: int = stats.DEFAULT_REPS,
+                   seed: int = stats.DEFAULT_SEED) -> list[Path]:
     """For runs evaluated during training (`eval_every`): each evaluation's change from the base model
-    (the step-0 evaluation, same noise) against the reward queries spent by then, mean over seeds per
-    (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of the values and a
-    figure; nothing when no run has an evaluation between its first and last."""
+    (the step-0 evaluation, same noise) against the reward queries spent by then, mean over seeds with a
+    bootstrap 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of
+    the values and a figure (rows: train / test split, columns: metric); nothing when no run has an
+    evaluation between its first and last."""
     ev = scalars[scalars.split == "eval"]
     ev = ev.assign(split_name=ev.metric.str.split("/").str[0], name=ev.metric.str.split("/").str[1])
     metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
@@ -466,9 +469,13 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     queries = queries.set_index(["run_id", "step"]).value
     ev["reward_queries"] = queries.reindex(pd.MultiIndex.from_frame(ev[["run_id", "step"]])).to_numpy()
     ev.loc[ev.step == 0, "reward_queries"] = 0
-    curve = (ev.dropna(subset=["delta", "reward_queries"])
-             .groupby(["task_id", "algorithm", "split_name", "name", "step", "reward_queries"])
-             .agg(delta_mean=("delta", "mean"), seeds=("delta", "size")).reset_index())
+    keys = ["task_id", "algorithm", "split_name", "name", "step", "reward_queries"]
+    rows = []
+    for key, g in ev.dropna(subset=["delta", "reward_queries"]).groupby(keys):
+        point, low, high = stats.interval_estimate(g.delta.to_numpy(), stats.mean, reps=reps, seed=seed)
+        rows.append({**dict(zip(keys, key)), "delta_mean": point, "delta_ci_low": low, "delta_ci_high": high,
+                     "seeds": len(g)})
+    curve = pd.DataFrame(rows)
     csv = out_tables / "t2i_eval_curve.csv"
     atomic_write_csv(csv, curve)
 
@@ -476,25 +483,29 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 3.8), constrained_layout=True)
-    colors = {}
-    for ax, (metric, title) in zip(axes, metrics):
-        for (task, algo, split), g in curve[curve.name == metric].groupby(["task_id", "algorithm", "split_name"]):
-            key = (task, algo)
-            label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
-            line, = ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=colors.get(key),
-                            linestyle="-" if split == "train" else "--",
-                            label=f"{label} ({split})")
-            colors.setdefault(key, line.get_color())
-        ax.axhline(0, color="k", lw=0.8)
-        ax.set_xlabel("reward queries (images scored)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("change from the base model (mean over seeds)")
-    labelled = [ax for ax in axes if ax.get_legend_handles_labels()[1]]
-    if labelled:
-        labelled[-1].legend(fontsize=7)
-    fig.suptitle("Evaluations during training (solid: train split, dashed: test split)")
+    splits = ("train", "test")
+    fig, axes = plt.subplots(len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False,
+                             constrained_layout=True)
+    for r, split in enumerate(splits):
+        for c, (metric, title) in enumerate(metrics):
+            ax = axes[r, c]
+            lines = curve[(curve.name == metric) & (curve.split_name == split)]
+            for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
+                label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
+                color = f"C{i}"
+                ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=color, label=label)
+                if (g.seeds > 1).any():
+                    ax.fill_between(g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
+            ax.axhline(0, color="k", lw=0.8)
+            ax.set_title(f"{title} ({split} split)")
+            ax.grid(alpha=0.3)
+            if r == len(splits) - 1:
+                ax.set_xlabel("reward queries (images scored)")
+        axes[r, 0].set_ylabel("change from the base model")
+    handles = axes[0, 0].get_legend_handles_labels()
+    if handles[1]:
+        axes[0, 0].legend(fontsize=7)
+    fig.suptitle("Evaluations during training: mean over seeds, band = bootstrap 95% CI over seeds")
     path = out_figs / "t2i_eval_vs_queries.png"
     save_figure(fig, path)
     return [csv, path]

@@ -293,5 +293,8 @@ def test_t2i_eval_curve_tracks_each_evaluation_against_reward_queries(tmp_path):
     assert list(curve.reward_queries) == [0, 160, 320]
     assert curve.delta_mean.to_list() == pytest.approx([0.0, 0.01, np.mean([0.03, 0.04])])
     assert set(curve.seeds) == {2}
+    # the CI is the bootstrap over seeds: the two seeds' deltas at step 10 bound it, and both agree at step 5
+    assert curve.delta_ci_low[10] == pytest.approx(0.03) and curve.delta_ci_high[10] == pytest.approx(0.04)
+    assert curve.delta_ci_low[5] == pytest.approx(0.01) == curve.delta_ci_high[5]
     only_ends = scalars[~((scalars.split == "eval") & (scalars.step == 5))]
     assert t2i_eval_curve(only_ends, tmp_path / "t", tmp_path / "f") == []
