@@ -122,7 +122,7 @@ def sensitivity_rows(task, split: str, images_per_prompt: int, seed: int = 0) ->
 def prompt_agreement(reward, graded, binary) -> dict[str, float]:
     """Within one prompt's images: does the reward rank them like the oracle?  rho = Spearman correlation
     of reward and graded oracle score (average ranks for ties; NaN when either is constant); gap_* = the
-    oracle's mean over the images above the reward's median minus over the rest (NaN for < 2 images)."""
+    oracle's mean over the images above the reward's median minus over the rest (NaN when none is above)."""
     reward, graded, binary = (np.asarray(v, np.float64) for v in (reward, graded, binary))
     rho = float("nan")
     if reward.std() > 0 and graded.std() > 0:
@@ -150,9 +150,9 @@ def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 
     per_prompt, graded_all = [], []
     for prompt in task.eval_prompts("train"):
         flat = [prompt] * images_per_prompt
-        images = sample_trajectories(model, flat, int(algo_config.get("sample_num_steps", 50)),
-                                     float(algo_config.get("guidance_scale", 5.0)),
-                                     float(algo_config.get("sample_eta", 1.0)), generator=generator).images.float()
+        images = sample_trajectories(model, flat, int(algo_config["sample_num_steps"]),
+                                     float(algo_config["guidance_scale"]), float(algo_config["sample_eta"]),
+                                     generator=generator).images.float()
         clip = np.asarray(task.reward_fn()(images, flat), np.float64)
         graded, binary = score_images(images, flat)
         per_prompt.append({"prompt": prompt, "clipscore_mean": float(clip.mean()), "clipscore_sd": float(clip.std()),
@@ -209,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"the t2i {args.size} grid has no shapes-world task; the headroom needs the renderer")
         if args.agreement_images == 1 or args.agreement_images < 0:
             raise UserError(f"--agreement-images must be 0 (skip) or >= 2 to rank images (got {args.agreement_images})")
+        sampler = ("sample_num_steps", "guidance_scale", "sample_eta")
+        if args.agreement_images and not all(k in trials[0].algo_config for k in sampler):
+            raise UserError(f"{args.algorithm!r} has no diffusion sampler settings ({', '.join(sampler)}) for "
+                            f"agreement.md; pick a diffusion algorithm or pass --agreement-images 0")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
