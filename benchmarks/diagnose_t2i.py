@@ -126,7 +126,8 @@ def prompt_agreement(reward, graded, binary) -> dict[str, float]:
     reward, graded, binary = (np.asarray(v, np.float64) for v in (reward, graded, binary))
     rho = float("nan")
     if reward.std() > 0 and graded.std() > 0:
-        rho = float(np.corrcoef(pd.Series(reward).rank(), pd.Series(graded).rank())[0, 1])
+        from scipy.stats import spearmanr
+        rho = float(spearmanr(reward, graded).statistic)
     top = reward > np.median(reward)
     if top.all() or not top.any():
         gaps = (float("nan"), float("nan"))
@@ -147,7 +148,7 @@ def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 
 
     model = task.load_model()
     generator = torch.Generator().manual_seed(seed)
-    per_prompt, graded_all = [], []
+    per_prompt = []
     for prompt in task.eval_prompts("train"):
         flat = [prompt] * images_per_prompt
         images = sample_trajectories(model, flat, int(algo_config["sample_num_steps"]),
@@ -158,13 +159,12 @@ def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 
         per_prompt.append({"prompt": prompt, "clipscore_mean": float(clip.mean()), "clipscore_sd": float(clip.std()),
                            "oracle_graded": float(np.mean(graded)), "oracle_binary": float(np.mean(binary)),
                            **prompt_agreement(clip, graded, binary)})
-        graded_all.append(np.asarray(graded, np.float64))
     frame = pd.DataFrame(per_prompt)
     rho = frame.rho.dropna().to_numpy()
     _, low, high = interval_estimate(rho, mean) if len(rho) else (np.nan, np.nan, np.nan)
     summary = {"prompts": len(frame), "images_per_prompt": images_per_prompt,
                "clipscore_sd_within_prompt": float(frame.clipscore_sd.mean()),
-               "oracle_graded": float(np.mean(np.concatenate(graded_all))),
+               "oracle_graded": float(frame.oracle_graded.mean()),        # equal images per prompt
                "prompts_with_rho": len(rho), "rho": float(rho.mean()) if len(rho) else float("nan"),
                "rho_low": low, "rho_high": high,
                "gap_graded": float(frame.gap_graded.mean()), "gap_binary": float(frame.gap_binary.mean())}

@@ -284,6 +284,18 @@ T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
 VERDICT_METRICS = ("clipscore", "oracle_binary", "jpeg_compressibility", "jpeg_incompressibility")
 
 
+def _t2i_evaluations(scalars: pd.DataFrame) -> pd.DataFrame:
+    """The evaluation rows, with a metric 'train/clipscore' split into split_name 'train' and name 'clipscore'."""
+    ev = scalars[scalars.split == "eval"]
+    parts = ev.metric.str.split("/", n=1)
+    return ev.assign(split_name=parts.str[0], name=parts.str[1])
+
+
+def _t2i_label(task: str, algo: str) -> str:
+    """Legend label of one (task, method) line: 'DDPO: shapes-counting'."""
+    return f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
+
+
 def _t2i_difference(raw: list[dict], task: str, split: str, metric: str, algo: str, against: str,
                     final: pd.Series | pd.DataFrame, reference: pd.Series | pd.DataFrame, reps: int, seed: int
                     ) -> tuple[float, float, float] | None:
@@ -305,9 +317,7 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     """Prompt sets x split x metric: the base model (each run's step-0 evaluation, on the same noise as
     its final one) beside each fine-tuned method, mean with a bootstrap 95% CI over seeds; plus the
     reward against reward queries (figure) and base-vs-fine-tuned sample grids."""
-    ev = scalars[scalars.split == "eval"].copy()
-    ev["split_name"] = ev.metric.str.split("/").str[0]
-    ev["name"] = ev.metric.str.split("/", n=1).str[1]
+    ev = _t2i_evaluations(scalars)
     last = ev.groupby("run_id").step.transform("max")
     base, final = ev[ev.step == 0], ev[ev.step == last]
     algos = sorted(set(final.algorithm))
@@ -437,8 +447,7 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
     for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
         curve = g.groupby("budget/reward_queries").reward_mean.agg(["mean", "min", "max"])
-        label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
-        line, = ax.plot(curve.index, curve["mean"], label=label)
+        line, = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
         ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("reward queries (images scored)")
     ax.set_ylabel("mean training reward per epoch")
@@ -457,8 +466,7 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
     bootstrap 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of
     the values and a figure (rows: train / test split, columns: metric); nothing when no run has an
     evaluation between its first and last."""
-    ev = scalars[scalars.split == "eval"]
-    ev = ev.assign(split_name=ev.metric.str.split("/").str[0], name=ev.metric.str.split("/").str[1])
+    ev = _t2i_evaluations(scalars)
     metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
     ev = ev[ev.name.isin([m for m, _ in metrics])]
     if ev.empty or ev.groupby("run_id").step.nunique().max() < 3:
@@ -491,9 +499,8 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
             ax = axes[r, c]
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
             for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
-                label = f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
                 color = f"C{i}"
-                ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=color, label=label)
+                ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=color, label=_t2i_label(task, algo))
                 if (g.seeds > 1).any():
                     ax.fill_between(g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
             ax.axhline(0, color="k", lw=0.8)
@@ -502,8 +509,7 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
             if r == len(splits) - 1:
                 ax.set_xlabel("reward queries (images scored)")
         axes[r, 0].set_ylabel("change from the base model")
-    handles = axes[0, 0].get_legend_handles_labels()
-    if handles[1]:
+    if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
     fig.suptitle("Evaluations during training: mean over seeds, band = bootstrap 95% CI over seeds")
     path = out_figs / "t2i_eval_vs_queries.png"
