@@ -26,7 +26,7 @@ graded score, and the oracle's graded / binary score of the reward's top half mi
 sign DDPO's per-prompt advantage gives them).  rho ~ 0: the reward's ranking is unrelated to what the
 prompt asks, so its gains need not show in the oracle.
 
-    python -m benchmarks.diagnose_t2i [--size cpu] [--algorithm ddpo] [--results-dir results] [--out DIR]
+    python -m benchmarks.diagnose_t2i [--size cpu] [--config FILE] [--algorithm ddpo] [--results-dir results] [--out DIR]
                                       [--agreement-images 16]
 """
 from __future__ import annotations
@@ -191,6 +191,8 @@ def model_scores(results_root: Path, trials) -> dict[str, tuple[float, float, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose runs are read (default: cpu)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="grid file whose runs are read (default: benchmarks/configs/t2i.yaml)")
     parser.add_argument("--algorithm", default="ddpo", help="whose runs give base / final (default: ddpo)")
     parser.add_argument("--results-dir", default="results")
     parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results_root = Path(args.results_dir)
     try:
-        exp = load_experiment("t2i", args.size)
+        exp = load_experiment("t2i", args.size, args.config)
         trials = [t for t in exp.trials() if t.algorithm == args.algorithm]
         if not trials:
             raise UserError(f"the t2i {args.size} grid has no {args.algorithm!r} trials")

@@ -186,21 +186,36 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
     assert "ddpo_shuffled" in {a.name for a in algorithm_registry.for_suite("t2i")}
 
 
-def test_the_control_grid_file_reproduces_its_committed_runs():
-    """benchmarks/configs/t2i_control.yaml pins the 320-query grid of DDPO beside its no-signal control:
-    its 24 trials are exactly the committed runs under results/t2i/diagnostics/cpu/control (a changed
-    setting would change their ids), and the default cpu grid runs DDPO alone at twice the queries."""
+@pytest.mark.parametrize("grid, algorithms, n_trials", [("control", {"ddpo", "ddpo_shuffled"}, 24),
+                                                        ("grid640", {"ddpo"}, 12)])
+def test_diagnostic_grid_files_reproduce_their_committed_runs(grid, algorithms, n_trials):
+    """benchmarks/configs/t2i_<grid>.yaml pins an earlier cpu default that now lives as a diagnostic: its
+    trials are exactly the committed runs under results/t2i/diagnostics/cpu/<grid> (a changed setting
+    would change their ids), and it shares the default grid's tasks and seeds."""
     from benchmarks.config import load_experiment
     from benchmarks.results import is_complete
 
     root = Path(__file__).resolve().parents[1]
-    control = load_experiment("t2i", "cpu", root / "benchmarks" / "configs" / "t2i_control.yaml")
-    trials = control.trials()
-    assert len(trials) == 24 and {t.algorithm for t in trials} == {"ddpo", "ddpo_shuffled"}
-    assert all(is_complete(root / "results" / "t2i" / "diagnostics" / "cpu" / "control", t) for t in trials)
+    pinned = load_experiment("t2i", "cpu", root / "benchmarks" / "configs" / f"t2i_{grid}.yaml")
+    trials = pinned.trials()
+    assert len(trials) == n_trials and {t.algorithm for t in trials} == algorithms
+    assert all(is_complete(root / "results" / "t2i" / "diagnostics" / "cpu" / grid, t) for t in trials)
     default = load_experiment("t2i", "cpu")
     assert set(default.algorithms) == {"ddpo"} and len(default.trials()) == 12
-    # the same DDPO, only twice the epochs and an evaluation halfway (at the control grid's budget)
-    at_320, at_640 = control.algorithms["ddpo"], default.algorithms["ddpo"]
-    assert at_640 == dataclasses.replace(at_320, num_epochs=2 * at_320.num_epochs, eval_every=at_320.num_epochs)
-    assert [t for t, _ in default.tasks] == [t for t, _ in control.tasks] and default.seeds == control.seeds
+    assert [t for t, _ in default.tasks] == [t for t, _ in pinned.tasks] and default.seeds == pinned.seeds
+
+
+def test_the_cpu_default_spends_more_queries_than_the_grids_it_replaced():
+    """The default differs from the 640-query grid only in the named deviations of t2i.yaml: 10 DDIM steps
+    with half of them trained, 4 optimizer steps an epoch, and 3x the epochs."""
+    from benchmarks.config import load_experiment
+
+    root = Path(__file__).resolve().parents[1]
+    old = load_experiment("t2i", "cpu", root / "benchmarks" / "configs" / "t2i_grid640.yaml").algorithms["ddpo"]
+    new = load_experiment("t2i", "cpu").algorithms["ddpo"]
+    assert new == dataclasses.replace(old, num_epochs=3 * old.num_epochs, eval_every=old.num_epochs,
+                                      sample_num_steps=10, timestep_fraction=0.5, gradient_accumulation_steps=4,
+                                      checkpoint_every=5)
+    per_epoch = new.sample_batch_size * new.sample_num_batches_per_epoch
+    assert per_epoch // (new.train_batch_size * new.gradient_accumulation_steps) == 4
+    assert new.num_train_timesteps == 5
