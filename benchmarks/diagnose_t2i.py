@@ -26,8 +26,8 @@ graded score, and the oracle's graded / binary score of the reward's top half mi
 sign DDPO's per-prompt advantage gives them).  rho ~ 0: the reward's ranking is unrelated to what the
 prompt asks, so its gains need not show in the oracle.
 
-    python -m benchmarks.diagnose_t2i [--size cpu] [--config FILE] [--algorithm ddpo] [--results-dir results] [--out DIR]
-                                      [--agreement-images 16]
+    python -m benchmarks.diagnose_t2i [--size cpu] [--config FILE] [--algorithm ddpo]
+                                      [--results-dir results] [--out DIR] [--agreement-images 16]
 """
 from __future__ import annotations
 

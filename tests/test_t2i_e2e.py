@@ -210,12 +210,12 @@ def test_the_cpu_default_spends_more_queries_than_the_grids_it_replaced():
     with half of them trained, 4 optimizer steps an epoch, and 3x the epochs."""
     from benchmarks.config import load_experiment
 
-    root = Path(__file__).resolve().parents[1]
-    old = load_experiment("t2i", "cpu", root / "benchmarks" / "configs" / "t2i_grid640.yaml").algorithms["ddpo"]
+    grid640 = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "t2i_grid640.yaml"
+    old = load_experiment("t2i", "cpu", grid640).algorithms["ddpo"]
     new = load_experiment("t2i", "cpu").algorithms["ddpo"]
     assert new == dataclasses.replace(old, num_epochs=3 * old.num_epochs, eval_every=old.num_epochs,
-                                      sample_num_steps=10, timestep_fraction=0.5, gradient_accumulation_steps=4,
-                                      checkpoint_every=5)
+                                      sample_num_steps=10, timestep_fraction=0.5,
+                                      gradient_accumulation_steps=4, checkpoint_every=5)
     per_epoch = new.sample_batch_size * new.sample_num_batches_per_epoch
     assert per_epoch // (new.train_batch_size * new.gradient_accumulation_steps) == 4
     assert new.num_train_timesteps == 5
