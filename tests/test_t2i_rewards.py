@@ -339,3 +339,48 @@ def test_each_sensitivity_violation_breaks_its_prompt_and_only_the_named_part():
     assert kinds == {"colour", "shape", "count", "relation"}
     assert score_images(render(good, np.float32), originals)[1].all()
     assert not score_images(render(bad, np.float32), originals)[1].any()
+
+
+def test_gradient_snr_estimator_separates_a_common_direction_from_noise():
+    """gradient_snr_t2i.snr_from_gram: gradients that all equal mu have signal |mu|^2 and no noise; [a, -a]
+    has negative signal (anti-aligned); Gaussian gradients mu + noise recover |mu|^2 and the noise trace."""
+    from benchmarks.gradient_snr_t2i import snr_from_gram, snr_summary
+
+    mu = np.array([3.0, 4.0])
+    signal, noise = snr_from_gram(np.tile(mu, (5, 1)) @ np.tile(mu, (5, 1)).T)
+    assert signal == pytest.approx(25.0) and noise == pytest.approx(0.0, abs=1e-9)
+    a = np.array([[1.0, 2.0], [-1.0, -2.0]])
+    assert snr_from_gram(a @ a.T) == pytest.approx((-5.0, 10.0))
+    # a bootstrap resample counts group 0 twice: its 4 self-pairs are not signal, only the 4 ordered pairs
+    # (copy of 0, 1), each -5
+    signal, _ = snr_from_gram(a @ a.T, counts=np.array([2, 1]))
+    assert signal == pytest.approx(-5.0)
+    rng = np.random.default_rng(0)
+    mu = np.full(50, 0.2)                                                 # |mu|^2 = 2
+    grads = mu + rng.normal(0, 1.0, size=(800, 50))                      # tr Sigma = 50
+    summary = snr_summary(grads, reps=200)
+    assert summary["signal"] == pytest.approx(2.0, rel=0.2) and summary["noise"] == pytest.approx(50.0, rel=0.1)
+    assert summary["r_low"] < 0.04 < summary["r_high"] and summary["r_low"] > 0
+    null = snr_summary(rng.normal(0, 1.0, size=(800, 50)), reps=200)
+    assert null["r_low"] < 0 < null["r_high"]
+
+
+def test_gradient_snr_diagnostic_runs_on_the_tiny_grid_and_rejects_bad_input(tmp_path, capsys):
+    import pandas as pd
+
+    from benchmarks import gradient_snr_t2i
+
+    assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--images-per-group" in err[0]          # tiny samples one image per prompt
+    assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "2", "--images-per-group", "2"]) == 2
+    assert gradient_snr_t2i.main(["--size", "tiny", "--tasks", "t2i/nope", "--images-per-group", "2"]) == 2
+    assert capsys.readouterr().err.count("error:") == 2 and not list(tmp_path.iterdir())
+    assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "3", "--images-per-group", "2",
+                                  "--out", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "gradient_snr.csv")
+    assert list(frame["prompt set"]) == ["shapes-composition-v0"] and frame.groups.item() == 3
+    assert frame.noise.item() > 0 and np.isfinite(frame.signal.item()) and frame.reward_sd_in_group.item() > 0
+    assert np.isfinite([frame.r.item(), frame.r_low.item(), frame.r_high.item()]).all()
+    assert frame.queries_per_step.item() == 2 and frame.queries_per_run.item() == 8
+    assert (tmp_path / "gradient_snr.md").is_file()
