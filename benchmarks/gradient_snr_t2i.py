@@ -21,7 +21,7 @@ in one optimizer step.  A DDPO run spends `queries_per_step` queries per optimiz
 The 95% interval is a bootstrap over groups (duplicated groups excluded from the signal's pairs).
 
     python -m benchmarks.gradient_snr_t2i [--size cpu] [--config FILE] [--groups 24] [--images-per-group K]
-                                          [--tasks ID ..] [--out DIR]
+                                          [--reward NAME] [--tasks ID ..] [--out DIR]
 """
 from __future__ import annotations
 
@@ -121,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--groups", type=int, default=24, help="independent prompt groups per set (default 24)")
     parser.add_argument("--images-per-group", type=int, default=None,
                         help="images of each group's prompt (default: the grid's sample_images_per_prompt)")
+    parser.add_argument("--reward", default=None,
+                        help="score with this reward instead of the grid's (e.g. jpeg_compressibility, a reward "
+                             "DDPO is known to move: a positive control for the measurement)")
     parser.add_argument("--tasks", nargs="*", default=None, help="task ids (default: the grid's shapes sets)")
     parser.add_argument("--out", default="results/t2i/diagnostics/cpu",
                         help="where gradient_snr.md / .csv go (default: results/t2i/diagnostics/cpu)")
@@ -136,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         unknown = sorted(set(args.tasks or []) - set(known))
         if unknown:
             raise UserError(f"unknown task(s) {', '.join(unknown)}; the grid's shapes sets are {', '.join(known)}")
+        if args.reward:
+            from suites.t2i.rewards import REWARDS
+            from suites.registry import lookup
+            lookup(REWARDS, args.reward, "reward")
         if min(args.images_per_group or Config(**dict(t.algo_config)).sample_images_per_prompt for t in trials) < 2:
             raise UserError("one image per prompt has no within-prompt advantage; pass --images-per-group 2 or more")
     except UserError as err:
@@ -146,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
         trial = next(t for t in trials if t.task_id == task_id)
         cfg = Config(**dict(trial.algo_config))
         k = args.images_per_group or cfg.sample_images_per_prompt
-        task = registry.get(task_id).with_kwargs(**dict(trial.task_kwargs)).make()
+        kwargs = dict(trial.task_kwargs) | ({"reward": args.reward} if args.reward else {})
+        task = registry.get(task_id).with_kwargs(**kwargs).make()
         grads, spread = group_gradients(task, cfg, args.groups, k)
         summary = snr_summary(grads)
         per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps
         per_run = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch * cfg.num_epochs
-        rows.append({"prompt set": task_id.split("/")[1], "groups": args.groups, "images_per_group": k,
+        rows.append({"prompt set": task_id.split("/")[1], "reward": kwargs["reward"], "groups": args.groups,
+                     "images_per_group": k,
                      "reward_sd_in_group": spread, **summary,
                      "queries_for_cos2_half": k / summary["r"] if summary["r"] > 0 else float("inf"),
                      "queries_per_step": per_step, "queries_per_run": per_run})

@@ -375,11 +375,13 @@ def test_gradient_snr_diagnostic_runs_on_the_tiny_grid_and_rejects_bad_input(tmp
     assert len(err) == 1 and "--images-per-group" in err[0]          # tiny samples one image per prompt
     assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "2", "--images-per-group", "2"]) == 2
     assert gradient_snr_t2i.main(["--size", "tiny", "--tasks", "t2i/nope", "--images-per-group", "2"]) == 2
-    assert capsys.readouterr().err.count("error:") == 2 and not list(tmp_path.iterdir())
+    assert gradient_snr_t2i.main(["--size", "tiny", "--reward", "nope", "--images-per-group", "2"]) == 2
+    assert capsys.readouterr().err.count("error:") == 3 and not list(tmp_path.iterdir())
     assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "3", "--images-per-group", "2",
                                   "--out", str(tmp_path)]) == 0
     frame = pd.read_csv(tmp_path / "gradient_snr.csv")
     assert list(frame["prompt set"]) == ["shapes-composition-v0"] and frame.groups.item() == 3
+    assert frame.reward.item() == "clipscore"
     assert frame.noise.item() > 0 and np.isfinite(frame.signal.item()) and frame.reward_sd_in_group.item() > 0
     assert np.isfinite([frame.r.item(), frame.r_low.item(), frame.r_high.item()]).all()
     assert frame.queries_per_step.item() == 2 and frame.queries_per_run.item() == 8
