@@ -113,6 +113,14 @@ def snr_summary(grads: np.ndarray, reps: int = 2000, seed: int = 0) -> dict[str,
     return {"signal": signal, "noise": noise, "r": signal / noise, "r_low": float(low), "r_high": float(high)}
 
 
+def with_budget_bounds(frame: pd.DataFrame) -> pd.DataFrame:
+    """Adds what r's upper bound allows: queries_needed_low (queries one step needs for a half-signal
+    gradient, at least) and run_snr_high (the whole run's signal-to-noise, at most)."""
+    high = frame.r_high.where(frame.r_high > 0)
+    return frame.assign(queries_needed_low=(frame.images_per_group / high).fillna(np.inf),
+                        run_snr_high=(frame.queries_per_run / frame.images_per_group * frame.r_high).clip(lower=0))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose DDPO settings are used (default: cpu)")
@@ -161,19 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         per_run = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch * cfg.num_epochs
         rows.append({"prompt set": task_id.split("/")[1], "reward": kwargs["reward"], "groups": args.groups,
                      "images_per_group": k,
-                     "reward_sd_in_group": spread, **summary,
-                     "queries_for_cos2_half": k / summary["r"] if summary["r"] > 0 else float("inf"),
-                     "queries_per_step": per_step, "queries_per_run": per_run})
+                     "reward_sd_in_group": spread, **summary, "queries_per_step": per_step,
+                     "queries_per_run": per_run})
         print(f"{task_id}: r = {summary['r']:.4f} [{summary['r_low']:.4f}, {summary['r_high']:.4f}]", flush=True)
     write_table(Path(args.out), "gradient_snr", f"DDPO gradient signal-to-noise at the base model, t2i {args.size} "
-                "grid", pd.DataFrame(rows),
+                "grid", with_budget_bounds(pd.DataFrame(rows)),
                 "Per set, `groups` independent prompt groups (one train prompt, `images_per_group` images, the "
                 "grid's sampler; advantages normalised within the group), each group's DDPO gradient on the "
                 "LoRA parameters at ratio 1 over all timesteps.  signal = |mean gradient|^2 (unbiased), noise = "
                 "trace of the groups' covariance, r = signal / noise per group (bootstrap 95% CI over groups: "
-                "r_low, r_high).  queries_for_cos2_half = images_per_group / r: reward queries one optimizer "
-                "step needs before its gradient is as much signal as noise; queries_per_step / "
-                "queries_per_run: what the grid spends.  Regenerate: `python -m benchmarks.gradient_snr_t2i`.")
+                "r_low, r_high).  queries_per_step / queries_per_run: what the grid spends.  queries_needed_low = "
+                "images_per_group / r_high: the fewest reward queries one optimizer step needs before its "
+                "gradient is as much signal as noise (cosine^2 = 1/2) that the CI allows; run_snr_high = "
+                "queries_per_run / images_per_group x r_high: the most signal-to-noise the run's queries carry "
+                "in all (their summed gradient has cosine^2 ~ x / (1 + x) with the mean).  Regenerate: "
+                "`python -m benchmarks.gradient_snr_t2i`.")
     return 0
 
 

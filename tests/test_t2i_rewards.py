@@ -385,4 +385,7 @@ def test_gradient_snr_diagnostic_runs_on_the_tiny_grid_and_rejects_bad_input(tmp
     assert frame.noise.item() > 0 and np.isfinite(frame.signal.item()) and frame.reward_sd_in_group.item() > 0
     assert np.isfinite([frame.r.item(), frame.r_low.item(), frame.r_high.item()]).all()
     assert frame.queries_per_step.item() == 2 and frame.queries_per_run.item() == 8
+    r_high = frame.r_high.item()
+    assert frame.run_snr_high.item() == pytest.approx(max(0.0, 8 / 2 * r_high))
+    assert frame.queries_needed_low.item() == (pytest.approx(2 / r_high) if r_high > 0 else np.inf)
     assert (tmp_path / "gradient_snr.md").is_file()
