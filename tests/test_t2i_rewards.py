@@ -76,6 +76,13 @@ def test_jpeg_rewards_match_a_hand_computation_and_rank_flat_above_noise():
     assert make_reward("jpeg_compressibility").name == "jpeg_compressibility"
 
 
+def test_brightness_reward_is_the_clamped_mean_pixel():
+    images = torch.stack([torch.zeros(3, 4, 4), torch.full((3, 4, 4), 0.25), torch.full((3, 4, 4), 2.0)])
+    scores = make_reward("brightness")(images, ["a", "b", "c"])
+    assert scores.dtype == np.float32
+    np.testing.assert_allclose(scores, [0.0, 0.25, 1.0])          # values outside [0, 1] are clamped first
+
+
 # --- oracle -------------------------------------------------------------------------------------------
 
 def test_oracle_rewards_are_one_for_matching_prompts_and_less_for_wrong_ones():

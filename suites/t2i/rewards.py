@@ -153,6 +153,19 @@ class JpegReward:
 
 
 @dataclasses.dataclass(frozen=True)
+class BrightnessReward:
+    """Mean pixel value in [0, 1] (not from the papers): a sanity reward whose policy gradient is strong,
+    since every denoising step's mean shifts it directly.  Use it to check that an RL setup moves
+    anything at all (`benchmarks.gradient_snr_t2i --reward brightness`)."""
+
+    name: str = "brightness"
+
+    def __call__(self, images, prompts: Sequence[str]) -> np.ndarray:
+        x, _ = _batch(images, prompts)
+        return x.clamp(0, 1).mean(dim=(1, 2, 3)).numpy().astype(np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
 class OracleReward:
     """The shapes world's exact judge: graded part fraction in [0, 1], or 1/0 for all parts (binary).
     Prompts must follow the shapes grammar (a malformed one raises `UserError`)."""
@@ -397,6 +410,10 @@ def _jpeg_compressibility(quality: int = 95) -> JpegReward:
     return JpegReward("jpeg_compressibility", -1.0, quality)
 
 
+def _brightness() -> BrightnessReward:
+    return BrightnessReward()
+
+
 def _oracle() -> OracleReward:
     return OracleReward("oracle", binary=False)
 
@@ -411,6 +428,7 @@ REWARDS: Mapping[str, Callable[..., Any]] = {
     "jpeg_incompressibility": _jpeg_incompressibility,
     "oracle": _oracle,
     "oracle_binary": _oracle_binary,
+    "brightness": _brightness,
 }
 
 
