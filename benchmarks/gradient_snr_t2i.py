@@ -39,6 +39,19 @@ from suites import registry
 from suites.errors import UserError
 
 
+NOTE = ("Per set, `groups` independent prompt groups (one train prompt, `images_per_group` images, the "
+        "grid's sampler; advantages normalised within the group), each group's DDPO gradient on the "
+        "LoRA parameters at ratio 1 over all timesteps.  signal = |mean gradient|^2 (unbiased), noise = "
+        "trace of the groups' covariance, r = signal / noise per group (bootstrap 95% CI over groups: "
+        "r_low, r_high).  queries_per_step / queries_per_run: what the grid spends.  queries_needed_low = "
+        "images_per_group / r_high: the fewest reward queries one optimizer step needs before its "
+        "gradient is as much signal as noise (cosine^2 = 1/2) that the CI allows; run_snr_high = "
+        "queries_per_run / images_per_group x r_high: the most signal-to-noise the run's queries carry "
+        "in all (their summed gradient has cosine^2 ~ x / (1 + x) with the mean).  Regenerate: "
+        "`python -m benchmarks.gradient_snr_t2i` (see results/t2i/diagnostics/cpu/README.md for each file's "
+        "arguments).")
+
+
 def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
     """[groups, P] float64: the DDPO gradient u_g of each independent prompt group (see the module doc), at
     the base model with LoRA initialised by `seed`; and the groups' reward spread (mean within-group sd)."""
@@ -134,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                              "DDPO is known to move: a positive control for the measurement)")
     parser.add_argument("--tasks", nargs="*", default=None, help="task ids (default: the grid's shapes sets)")
     parser.add_argument("--out", default="results/t2i/diagnostics/cpu",
-                        help="where gradient_snr.md / .csv go (default: results/t2i/diagnostics/cpu)")
+                        help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu)")
     args = parser.parse_args(argv)
     try:
         if args.groups < 3:
@@ -172,18 +185,10 @@ def main(argv: list[str] | None = None) -> int:
                      "reward_sd_in_group": spread, **summary, "queries_per_step": per_step,
                      "queries_per_run": per_run})
         print(f"{task_id}: r = {summary['r']:.4f} [{summary['r_low']:.4f}, {summary['r_high']:.4f}]", flush=True)
-    write_table(Path(args.out), "gradient_snr", f"DDPO gradient signal-to-noise at the base model, t2i {args.size} "
-                "grid", with_budget_bounds(pd.DataFrame(rows)),
-                "Per set, `groups` independent prompt groups (one train prompt, `images_per_group` images, the "
-                "grid's sampler; advantages normalised within the group), each group's DDPO gradient on the "
-                "LoRA parameters at ratio 1 over all timesteps.  signal = |mean gradient|^2 (unbiased), noise = "
-                "trace of the groups' covariance, r = signal / noise per group (bootstrap 95% CI over groups: "
-                "r_low, r_high).  queries_per_step / queries_per_run: what the grid spends.  queries_needed_low = "
-                "images_per_group / r_high: the fewest reward queries one optimizer step needs before its "
-                "gradient is as much signal as noise (cosine^2 = 1/2) that the CI allows; run_snr_high = "
-                "queries_per_run / images_per_group x r_high: the most signal-to-noise the run's queries carry "
-                "in all (their summed gradient has cosine^2 ~ x / (1 + x) with the mean).  Regenerate: "
-                "`python -m benchmarks.gradient_snr_t2i`.")
+    rewards = "_".join(sorted({row["reward"] for row in rows}))
+    write_table(Path(args.out), f"gradient_snr_{rewards}", f"DDPO gradient signal-to-noise at the base model, "
+                f"reward {rewards}, t2i {args.size} grid", with_budget_bounds(pd.DataFrame(rows)),
+                NOTE)
     return 0
 
 

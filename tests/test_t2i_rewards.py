@@ -386,7 +386,7 @@ def test_gradient_snr_diagnostic_runs_on_the_tiny_grid_and_rejects_bad_input(tmp
     assert capsys.readouterr().err.count("error:") == 3 and not list(tmp_path.iterdir())
     assert gradient_snr_t2i.main(["--size", "tiny", "--groups", "3", "--images-per-group", "2",
                                   "--out", str(tmp_path)]) == 0
-    frame = pd.read_csv(tmp_path / "gradient_snr.csv")
+    frame = pd.read_csv(tmp_path / "gradient_snr_clipscore.csv")
     assert list(frame["prompt set"]) == ["shapes-composition-v0"] and frame.groups.item() == 3
     assert frame.reward.item() == "clipscore"
     assert frame.noise.item() > 0 and np.isfinite(frame.signal.item()) and frame.reward_sd_in_group.item() > 0
@@ -395,4 +395,4 @@ def test_gradient_snr_diagnostic_runs_on_the_tiny_grid_and_rejects_bad_input(tmp
     r_high = frame.r_high.item()
     assert frame.run_snr_high.item() == pytest.approx(max(0.0, 8 / 2 * r_high))
     assert frame.queries_needed_low.item() == (pytest.approx(2 / r_high) if r_high > 0 else np.inf)
-    assert (tmp_path / "gradient_snr.md").is_file()
+    assert (tmp_path / "gradient_snr_clipscore.md").is_file()
