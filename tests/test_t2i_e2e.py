@@ -187,7 +187,7 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
 
 
 @pytest.mark.parametrize("grid, algorithms, n_trials", [("control", {"ddpo", "ddpo_shuffled"}, 24),
-                                                        ("grid640", {"ddpo"}, 12)])
+                                                        ("grid640", {"ddpo"}, 12), ("grid1920", {"ddpo"}, 12)])
 def test_diagnostic_grid_files_reproduce_their_committed_runs(grid, algorithms, n_trials):
     """benchmarks/configs/t2i_<grid>.yaml pins an earlier cpu default that now lives as a diagnostic: its
     trials are exactly the committed runs under results/t2i/diagnostics/cpu/<grid> (a changed setting
@@ -207,15 +207,18 @@ def test_diagnostic_grid_files_reproduce_their_committed_runs(grid, algorithms, 
 
 def test_the_cpu_default_spends_more_queries_than_the_grids_it_replaced():
     """The default differs from the 640-query grid only in the named deviations of t2i.yaml: 10 DDIM steps
-    with half of them trained, 4 optimizer steps an epoch, and 3x the epochs."""
+    with half of them trained, 4 optimizer steps an epoch, 3x the epochs and lr 1e-3; from the 1920-query
+    grid it replaced only in the learning rate."""
     from benchmarks.config import load_experiment
 
-    grid640 = Path(__file__).resolve().parents[1] / "benchmarks" / "configs" / "t2i_grid640.yaml"
-    old = load_experiment("t2i", "cpu", grid640).algorithms["ddpo"]
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    old = load_experiment("t2i", "cpu", configs / "t2i_grid640.yaml").algorithms["ddpo"]
     new = load_experiment("t2i", "cpu").algorithms["ddpo"]
     assert new == dataclasses.replace(old, num_epochs=3 * old.num_epochs, eval_every=old.num_epochs,
                                       sample_num_steps=10, timestep_fraction=0.5,
-                                      gradient_accumulation_steps=4, checkpoint_every=5)
+                                      gradient_accumulation_steps=4, checkpoint_every=5, learning_rate=1e-3)
+    grid1920 = load_experiment("t2i", "cpu", configs / "t2i_grid1920.yaml").algorithms["ddpo"]
+    assert new == dataclasses.replace(grid1920, learning_rate=1e-3) and grid1920.learning_rate == 3e-3
     per_epoch = new.sample_batch_size * new.sample_num_batches_per_epoch
     assert per_epoch // (new.train_batch_size * new.gradient_accumulation_steps) == 4
     assert new.num_train_timesteps == 5
