@@ -154,9 +154,9 @@ class JpegReward:
 
 @dataclasses.dataclass(frozen=True)
 class BrightnessReward:
-    """Mean pixel value in [0, 1] (not from the papers): a sanity reward whose policy gradient is strong,
-    since every denoising step's mean shifts it directly.  Use it to check that an RL setup moves
-    anything at all (`benchmarks.gradient_snr_t2i --reward brightness`)."""
+    """Mean pixel value in [0, 1] (not from the papers): a sanity reward that every denoising step's mean
+    shifts directly; the one reward whose DDPO gradient signal was detectable at the cpu size
+    (results/t2i/diagnostics/cpu/gradient_snr_brightness.md).  Use it to check that a setup moves anything."""
 
     name: str = "brightness"
 
