@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from algorithms.diffusion.ddpo import Config
-from benchmarks.config import load_experiment
+from benchmarks.config import build_config, load_experiment
 from benchmarks.diagnose_t2i import write_table
 from suites import registry
 from suites.errors import UserError
@@ -81,6 +81,7 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
         advantages = core.PerPromptStatTracker(cfg.stat_buffer_size, min(k, cfg.stat_min_count)).update(
             traj.prompts, rewards)
         batch = core.make_transitions(traj, advantages)
+        adv = batch.advantages.clamp(-cfg.adv_clip_max, cfg.adv_clip_max)
         model.unet.train()
         for p in params:
             p.grad = None
@@ -89,7 +90,6 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
                                              batch.next_latents[:, j], batch.prompt_embeds, batch.negative_embeds,
                                              cfg.guidance_scale, cfg.sample_eta, train_cfg=cfg.train_cfg,
                                              num_steps=cfg.sample_num_steps)
-            adv = batch.advantages.clamp(-cfg.adv_clip_max, cfg.adv_clip_max)
             (-(adv * log_prob).sum()).backward()
         rows.append(torch.cat([p.grad.reshape(-1) for p in params]).double().numpy().copy())
     return np.stack(rows), float(np.mean(spreads))
@@ -143,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images-per-group", type=int, default=None,
                         help="images of each group's prompt (default: the grid's sample_images_per_prompt)")
     parser.add_argument("--reward", default=None,
-                        help="score with this reward instead of the grid's (e.g. jpeg_compressibility, a reward "
-                             "DDPO is known to move: a positive control for the measurement)")
+                        help="score with this reward instead of the grid's (e.g. brightness: the positive control "
+                             "for the measurement)")
     parser.add_argument("--tasks", nargs="*", default=None, help="task ids (default: the grid's shapes sets)")
     parser.add_argument("--out", default="results/t2i/diagnostics/cpu",
                         help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu)")
@@ -161,25 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             raise UserError(f"unknown task(s) {', '.join(unknown)}; the grid's shapes sets are {', '.join(known)}")
         if args.reward:
-            from suites.t2i.rewards import REWARDS
-            from suites.registry import lookup
-            lookup(REWARDS, args.reward, "reward")
-        if min(args.images_per_group or Config(**dict(t.algo_config)).sample_images_per_prompt for t in trials) < 2:
+            from suites.t2i.rewards import check_reward
+            check_reward(args.reward)
+        configs = {t.task_id: build_config(Config, t.algo_config, f"trial {t.run_id}") for t in trials}
+        if min(args.images_per_group or c.sample_images_per_prompt for c in configs.values()) < 2:
             raise UserError("one image per prompt has no within-prompt advantage; pass --images-per-group 2 or more")
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rows = []
     for task_id in args.tasks or known:
-        trial = next(t for t in trials if t.task_id == task_id)
-        cfg = Config(**dict(trial.algo_config))
+        trial, cfg = next(t for t in trials if t.task_id == task_id), configs[task_id]
         k = args.images_per_group or cfg.sample_images_per_prompt
+        per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps
+        per_run = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch * cfg.num_epochs
         kwargs = dict(trial.task_kwargs) | ({"reward": args.reward} if args.reward else {})
         task = registry.get(task_id).with_kwargs(**kwargs).make()
         grads, spread = group_gradients(task, cfg, args.groups, k)
         summary = snr_summary(grads)
-        per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps
-        per_run = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch * cfg.num_epochs
         rows.append({"prompt set": task_id.split("/")[1], "reward": kwargs["reward"], "groups": args.groups,
                      "images_per_group": k,
                      "reward_sd_in_group": spread, **summary, "queries_per_step": per_step,
