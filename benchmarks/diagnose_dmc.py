@@ -25,6 +25,7 @@ import torch
 
 from benchmarks.config import build_config, load_experiment
 from suites import registry
+from suites.dmc.domains import zeroshot_task_id
 from suites.errors import UserError
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         exp = load_experiment("dmc", "cpu", seeds=1, overrides=args.overrides)
         trial = next((t for t in exp.trials() if t.algorithm == args.algorithm
-                      and t.task_id == f"dmc/{args.domain.replace('_', '-')}-zeroshot-v0"), None)
+                      and t.task_id == zeroshot_task_id(args.domain)), None)
         if trial is None:
             raise UserError(f"no cpu-grid trial for {args.algorithm} on {args.domain}")
         from algorithms import registry as algo_registry

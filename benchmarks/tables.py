@@ -160,7 +160,7 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     paper = paper_values("dmc")
     final = final_eval(scalars)
     final = final[final.metric.str.endswith("/return")].copy()
-    final["domain"] = final.task_id.str.split("/").str[1].str.replace("-zeroshot-v0", "", regex=False).str.replace(
+    final["domain"] = final.task_id.str.split("/").str[1].str.replace(r"-zeroshot-v\d+$", "", regex=True).str.replace(
         "-", "_")
     final["task"] = final.metric.str[: -len("/return")]
     algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(set(final.algorithm) - set(DMC_ORDER))

@@ -74,10 +74,11 @@ def test_registry_lists_the_paper_grid_and_the_maze():
     for s in maze:
         assert s.tags == {"touati", "state", "point_mass_maze"} and s.kwargs["domain"] == "point_mass_maze"
     for s in SPECS:
-        assert s.entry_point == "suites.dmc.task:make_task" and s.version == 0 and s.description
+        assert s.entry_point == "suites.dmc.task:make_task" and s.description
+        assert s.version == domains.DOMAINS[s.kwargs["domain"]].version
         assert s.id == domains.task_id(s.kwargs["domain"], s.kwargs["task"])
     for task_id in ("dmc/walker-flip-v0", "dmc/cheetah-run-backward-v0", "dmc/quadruped-jump-v0",
-                    "dmc/jaco-reach-top-left-v0", "dmc/point-mass-maze-reach-top-left-v0"):
+                    "dmc/jaco-reach-top-left-v1", "dmc/point-mass-maze-reach-top-left-v0"):
         assert task_id in TASK_IDS
 
 
@@ -238,6 +239,35 @@ def test_jaco_reach_reward_and_target(task):
     row, side = task.split("_")[1:]  # reach_<top|bottom>_<left|right>
     assert np.sign(target[0]) == {"left": -1, "right": 1}[side]
     assert np.sign(target[1]) == {"bottom": -1, "top": 1}[row]
+
+
+# ExORL custom_dmc_tasks/jaco.py, `_SITE_WORKSPACE.tcp_bbox` (the fixed-target reach tasks, use_site=True)
+EXORL_TCP_BOX = ((-0.2, -0.2, 0.02), (0.2, 0.2, 0.4))
+URLB_DUPLO_TCP_BOX = ((-0.1, -0.1, 0.2), (0.1, 0.1, 0.4))  # jaco v0's box, URLB's movable-brick workspace
+
+
+def test_jaco_starts_in_exorls_site_workspace():
+    """The tool centre point starts uniformly in ExORL's box (domain v1), not in URLB's Duplo box (v0):
+    every reset lands in the ExORL box, and the starts cover the parts of it the Duplo box lacks."""
+    from suites.dmc import jaco
+    from suites.dmc.envs import DMCEnv
+
+    assert jaco.TCP_SPAWN_BOX == EXORL_TCP_BOX and domains.DOMAINS["jaco"].version == 1
+    env = DMCEnv("jaco", "reach_top_left")
+    starts = []
+    for seed in range(48):
+        env.reset(seed=seed)
+        starts.append(np.array(env.physics.named.data.site_xpos[rewards.JACO_TCP_SITE]))
+    starts = np.array(starts)
+    low, high = np.array(EXORL_TCP_BOX)
+    assert np.all(starts >= low - 1e-3) and np.all(starts <= high + 1e-3), starts
+    old_low, old_high = np.array(URLB_DUPLO_TCP_BOX)
+    outside_old = np.any((starts < old_low - 1e-3) | (starts > old_high + 1e-3), axis=1)
+    assert outside_old.mean() > 0.5  # uniform on the ExORL box: ~88% of its volume lies outside the old box
+    assert starts[:, 2].min() < 0.1  # low starts, near the table's targets, exist now
+    targets = np.array(list(rewards.JACO_TARGETS.values()))
+    nearest = np.linalg.norm(starts[:, None, :] - targets[None], axis=-1).min(axis=1)
+    assert nearest.min() < 0.2  # v0: always 0.2 m or more from every target
 
 
 @pytest.mark.parametrize("task", sorted(rewards.MAZE_TARGETS))

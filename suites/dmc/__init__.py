@@ -7,7 +7,8 @@ Tasks (registered here, built lazily by `suites.dmc.task:make_task`; ids use hyp
   jaco        reach_{top,bottom}_{left,right}                 250 steps x 0.04 s
   point_mass_maze  reach_{top,bottom}_{left,right}           1000 steps x 0.02 s  (Touati et al.;
                                                              not in the one-step FB grid)
-e.g. `dmc/walker-flip-v0`, `dmc/cheetah-run-backward-v0`, `dmc/point-mass-maze-reach-top-left-v0`.
+e.g. `dmc/walker-flip-v0`, `dmc/cheetah-run-backward-v0`, `dmc/jaco-reach-top-left-v1` (the version is the
+domain's: `suites.dmc.domains`).
 Tags: the 16 paper tasks carry {exorl, paper, cpu, state, <domain>}; the maze tasks {touati, state,
 point_mass_maze}.
 
@@ -27,7 +28,7 @@ Modules (every heavy import lives there; this file imports only the registry):
                        env = gymnasium.make("b2fb/dmc-walker-flip-v0")
 Set `MUJOCO_GL=egl` before anything imports dm_control (the Makefile does).
 """
-from suites.dmc.domains import DESCRIPTIONS, DOMAINS, VERSION, task_id
+from suites.dmc.domains import DESCRIPTIONS, DOMAINS, task_id, zeroshot_task_id
 from suites.registry import TaskSpec, register
 
 ENTRY = "suites.dmc.task:make_task"
@@ -45,7 +46,7 @@ for _domain in DOMAINS.values():
     for _task in _domain.tasks:
         register(TaskSpec(task_id(_domain.name, _task), ENTRY, {"domain": _domain.name, "task": _task},
                           frozenset(_tags), DESCRIPTIONS[(_domain.name, _task)]))
-    register(TaskSpec(f"dmc/{_domain.name.replace('_', '-')}-zeroshot-v{VERSION}", ZEROSHOT_ENTRY,
+    register(TaskSpec(zeroshot_task_id(_domain.name), ZEROSHOT_ENTRY,
                       {"domain": _domain.name, **ZEROSHOT_DEFAULTS},
                       frozenset({"zeroshot", _domain.name}),
                       f"{_domain.name}: zero-shot from reward-free data, evaluated on {', '.join(_domain.tasks)}"))

@@ -73,7 +73,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")  # before dm_control is imported (no r
 import numpy as np  # noqa: E402
 
 from suites.dmc import dataset as ds  # noqa: E402
-from suites.dmc.domains import DOMAINS, VERSION as DMC_VERSION, get_domain  # noqa: E402
+from suites.dmc.domains import DOMAINS, get_domain  # noqa: E402
 from suites.errors import UserError  # noqa: E402
 from suites.registry import did_you_mean  # noqa: E402
 
@@ -472,7 +472,7 @@ def collect(domain: str, explorer: str, steps: int, out_dir, workers: int = 2, s
     out_dir = Path(out_dir).expanduser().resolve()
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"output path {out_dir} is a file: pass a directory")
-    identity = {"format_version": ds.FORMAT_VERSION, "dmc_version": DMC_VERSION, "domain": domain,
+    identity = {"format_version": ds.FORMAT_VERSION, "dmc_version": spec.version, "domain": domain,
                 "explorer": explorer, "explorer_config": config, "seed": seed, "episode_length": length}
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):

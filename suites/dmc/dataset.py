@@ -77,9 +77,13 @@ _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed, so equal arrays give equal bytes
 
 def default_dataset_dir(data_root: str | Path, domain: str, explorer: str, size: str | None = None,
                         episode_length: int | None = None) -> Path:
-    """Where a collected dataset lives: <data root>/dmc/<domain>-<explorer>[-<RND size>][-len<L>].
-    One naming for `b2fb collect` and for the grids, so data collected by hand is found by a bench."""
-    name = f"{domain}-{explorer}"
+    """Where a collected dataset lives: <data root>/dmc/<domain>[-v<version>]-<explorer>[-<RND size>][-len<L>]
+    (the version only from 1 on, so version-0 directories keep their names).  One naming for `b2fb collect`
+    and for the grids, so data collected by hand is found by a bench."""
+    from suites.dmc.domains import get_domain
+
+    version = get_domain(domain).version
+    name = f"{domain}-v{version}-{explorer}" if version else f"{domain}-{explorer}"
     if explorer == "rnd":
         name += f"-{size or 'cpu'}"
     if episode_length:
@@ -409,6 +413,9 @@ def _check_meta(meta: dict, directory: Path, spec: Domain, names: list[str]) -> 
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError(f"{directory} was written in dataset format {meta.get('format_version')}, this code reads "
                         f"format {FORMAT_VERSION}: collect the dataset again")
+    if meta.get("dmc_version", 0) != spec.version:
+        raise UserError(f"{directory} holds {spec.name} v{meta.get('dmc_version', 0)} data; this code's {spec.name} is "
+                        f"v{spec.version} (see suites/dmc/domains.py): collect the dataset again into a new directory")
     if meta.get("status") != "complete":
         raise UserError(f"dataset {directory} is incomplete ({len(names)} of {meta.get('episodes_target', '?')} "
                         f"episodes; collection was interrupted): re-run the same collect command to finish it")

@@ -11,9 +11,10 @@ import dataclasses
 from suites.errors import UserError
 from suites.registry import did_you_mean, lookup
 
-__all__ = ["Domain", "DOMAINS", "get_domain", "check_task", "task_id"]
+__all__ = ["Domain", "DOMAINS", "get_domain", "check_task", "task_id", "zeroshot_task_id"]
 
-VERSION = 0  # bump with anything that changes numbers (reward, model, episode length, observation)
+VERSION = 0  # the suite's base version; a domain's own `version` is bumped with anything that changes its
+             # numbers (reward, model, initial state, episode length, observation)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Domain:
     reward_uses_action: the reward also depends on the control (point_mass_maze); relabelling then
                         needs the stored actions.
     group:              "exorl" (the one-step FB paper grid) or "touati" (Touati et al. only).
+    version:            the domain's version, in its task ids (`-v<version>`), its datasets' identity and
+                        its default dataset directory: data or runs of another version never mix.
     """
 
     name: str
@@ -40,6 +43,7 @@ class Domain:
     state_dim: int
     reward_uses_action: bool = False
     group: str = "exorl"
+    version: int = VERSION
 
 
 _REACH = ("reach_bottom_left", "reach_bottom_right", "reach_top_left", "reach_top_right")
@@ -51,8 +55,10 @@ DOMAINS: dict[str, Domain] = {d.name: d for d in (
            episode_length=1000, control_timestep=0.01, obs_dim=17, action_dim=6, state_dim=18),
     Domain("quadruped", ("jump", "run", "stand", "walk"), frozenset({"run", "walk"}),
            episode_length=1000, control_timestep=0.02, obs_dim=78, action_dim=12, state_dim=57),
+    # v1 (2026-12-02): the tool centre point starts in ExORL's site-workspace box, not URLB's Duplo box
+    # (suites/dmc/jaco.py); v0 data and runs are not comparable.
     Domain("jaco", _REACH, frozenset(),
-           episode_length=250, control_timestep=0.04, obs_dim=42, action_dim=9, state_dim=18),
+           episode_length=250, control_timestep=0.04, obs_dim=42, action_dim=9, state_dim=18, version=1),
     Domain("point_mass_maze", _REACH, frozenset(),
            episode_length=1000, control_timestep=0.02, obs_dim=4, action_dim=2, state_dim=4,
            reward_uses_action=True, group="touati"),
@@ -96,4 +102,9 @@ def check_task(domain: str, task: str) -> Domain:
 
 def task_id(domain: str, task: str) -> str:
     """Registry id: ('point_mass_maze', 'reach_top_left') -> 'dmc/point-mass-maze-reach-top-left-v0'."""
-    return f"dmc/{domain.replace('_', '-')}-{task.replace('_', '-')}-v{VERSION}"
+    return f"dmc/{domain.replace('_', '-')}-{task.replace('_', '-')}-v{get_domain(domain).version}"
+
+
+def zeroshot_task_id(domain: str) -> str:
+    """The domain's zero-shot benchmark task: 'walker' -> 'dmc/walker-zeroshot-v0'."""
+    return f"dmc/{domain.replace('_', '-')}-zeroshot-v{get_domain(domain).version}"

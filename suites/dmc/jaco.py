@@ -7,7 +7,12 @@ features), with the ExORL/URLB reach tasks' facts (fb.md §6):
   - reward tolerance(|tcp - target|, bounds=(0, 0.05), margin=0.05), gaussian;
   - episodes of 10 s at 0.04 s per step = 250 steps (20 physics steps of 0.002 s each);
   - initial state: a random grasp closure, then the tool centre point placed by inverse kinematics,
-    pointing down, uniform in the box (-0.1, -0.1, 0.2)..(0.1, 0.1, 0.4) (the reference's workspace).
+    pointing down, uniform in the box (-0.2, -0.2, 0.02)..(0.2, 0.2, 0.4): the site workspace's
+    `tcp_bbox` of ExORL's `custom_dmc_tasks/jaco.py` (`_SITE_WORKSPACE`, used with `use_site=True`,
+    which is how ExORL and the one-step FB code build these fixed-target reach tasks).
+    Domain version 1.  Version 0 (until 2026-12-02) used (-0.1, -0.1, 0.2)..(0.1, 0.1, 0.4), the
+    `_DUPLO_WORKSPACE` box of URLB's movable-brick task: over 48 resets the tip always started 0.2 m or
+    more from every target, which fixed-target reach data never had in the references.
 Observation (42 = 12 + 6 + 6 + 3 + 3 + 3 + 9, in this order): arm joint angles as (sin, cos) pairs,
 arm joint torques, arm joint velocities, finger angles, finger velocities, tool-centre-point
 position, its rotation matrix.  The target is not observed: it is fixed per task, so all four tasks
@@ -33,7 +38,7 @@ from dm_control.manipulation.shared import arenas, constants, observations, robo
 from suites.dmc import rewards
 
 TIME_LIMIT = 10.0  # seconds: 250 control steps of 0.04 s
-TCP_SPAWN_BOX = ((-0.1, -0.1, 0.2), (0.1, 0.1, 0.4))
+TCP_SPAWN_BOX = ((-0.2, -0.2, 0.02), (0.2, 0.2, 0.4))  # ExORL `_SITE_WORKSPACE.tcp_bbox` (see above)
 
 
 class JacoReach(composer.Task):
