@@ -68,3 +68,35 @@ class MemoryWriter:
 
     def load_checkpoint(self):
         return None
+
+
+def build_tiny_open_clip_dir(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny random open_clip model written as an open_clip local dir (open_clip_config.json +
+    open_clip_pytorch_model.bin), built from a config: the stand-in for ViT-H-14's checkpoint in tests of
+    the `paper` path (`task.reward_checkpoint=DIR`, `task.reward_arch=null`).  Nothing is downloaded."""
+    import json
+
+    import open_clip
+    import torch
+
+    config = {"model_cfg": {"embed_dim": 16,
+                            "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 32, "layers": 1,
+                                           "head_width": 16, "mlp_ratio": 2.0},
+                            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2,
+                                         "layers": 1}},
+              "preprocess_cfg": {"size": 32, "mode": "RGB", "mean": [0.48145466, 0.4578275, 0.40821073],
+                                 "std": [0.26862954, 0.26130258, 0.27577711], "interpolation": "bicubic",
+                                 "resize_mode": "shortest", "fill_color": 0}}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = open_clip.model.CLIP(**config["model_cfg"])
+    (out / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    torch.save(model.state_dict(), out / "open_clip_pytorch_model.bin")
+    return out
+
+
+def sha256_file(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
