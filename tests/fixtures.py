@@ -14,13 +14,18 @@ def b2fb_command(tmp: Path, *args: str) -> list[str]:
 
 
 def cli_env() -> dict[str, str]:
-    """The environment of a CLI subprocess: no Ray auth, offline Hugging Face, headless MuJoCo, unbuffered
-    output, and no B2FB_RESULTS / B2FB_DATA from the caller (the command names its directories)."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    """The environment of a CLI subprocess: the bench's own Ray defaults (a local cluster on loopback with
+    token authentication: no RAY_* settings from the caller), offline Hugging Face, headless MuJoCo,
+    unbuffered output, and no B2FB_RESULTS / B2FB_DATA from the caller (the command names its directories)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    for key in RAY_SETTINGS + ("B2FB_RESULTS", "B2FB_DATA"):
+        env.pop(key, None)
     env.setdefault("MUJOCO_GL", "egl")
-    env.pop("B2FB_RESULTS", None)
-    env.pop("B2FB_DATA", None)
     return env
+
+
+RAY_SETTINGS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
 
 
 def b2fb(tmp: Path, *args: str, timeout: float, **kwargs) -> subprocess.CompletedProcess:

@@ -95,6 +95,17 @@ class DMCZeroShotTask:
         else:  # a given dataset (e.g. an ExORL download): fail here, in one line, not inside every trial
             check_present(self.path, self.domain)
 
+    def validate(self) -> None:
+        """Before any trial starts: a given dataset (`collect_steps` 0, e.g. an ExORL download) is read once
+        and checked (presence, layout, dimensions, meta.json hashes; nothing is relabelled), so a bad one is
+        one line here, not a failure inside every trial.  A dataset still to be collected is checked by
+        `prepare`."""
+        if self.collect_steps == 0:
+            from suites.dmc.dataset import check_present, load_dataset
+
+            check_present(self.path, self.domain)
+            load_dataset(self.path, self.domain, size=self.train_size + self.val_size, check_only=True)
+
     def _load(self) -> None:
         if self._train is None:
             from suites.dmc.dataset import load_dataset, split_dataset
