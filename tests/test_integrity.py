@@ -349,3 +349,23 @@ def test_record_hashes_waits_for_no_bench(tmp_path, tiny_trials):
     finished_bench(tmp_path, tiny_trials)
     with BenchLock(tmp_path / "results", "didactic"):
         one_line_error(b2fb(tmp_path, "collect", "--suite", "didactic", "--record-hashes"), "another bench")
+
+
+def test_record_hashes_script_walks_every_results_root(tmp_path, tiny_trials):
+    """`python -m benchmarks.record_hashes results`: every <root>/<suite>/runs/ below, nested roots (the
+    committed diagnostics) included; a second pass records nothing and changes nothing."""
+    main_runs = finished_bench(tmp_path, tiny_trials[:2])
+    nested_runs = finished_bench(tmp_path / "results" / "didactic" / "diagnostics" / "cpu" / "probe", tiny_trials[2:])
+    for d in main_runs + nested_runs:
+        _manifest_without_hashes(d)
+    command = [fixtures.sys.executable, "-m", "benchmarks.record_hashes", str(tmp_path / "results")]
+    first = subprocess.run(command, cwd=fixtures.REPO, env=fixtures.cli_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count(": 2 recorded, 0 verified, 0 not done") == 2
+    manifests = {d: (d / MANIFEST).read_text() for d in main_runs + nested_runs}
+    assert all("result_sha256" in m for m in manifests.values())
+    collect(tmp_path / "results", "didactic")
+    collect(tmp_path / "results" / "didactic" / "diagnostics" / "cpu" / "probe" / "results", "didactic")
+    second = subprocess.run(command, cwd=fixtures.REPO, env=fixtures.cli_env(), capture_output=True, text=True)
+    assert second.stdout.count(": 0 recorded, 2 verified, 0 not done") == 2
+    assert {d: (d / MANIFEST).read_text() for d in manifests} == manifests
