@@ -105,3 +105,52 @@ def build_tiny_open_clip_dir(out_dir: Path, seed: int = 0) -> Path:
 def sha256_file(path: Path) -> str:
     import hashlib
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+# ---- Ray processes and their sockets (tests of what a bench exposes to the network) ----------------------
+def is_loopback(ip: str) -> bool:
+    import ipaddress
+    address = ipaddress.ip_address(ip)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def listening_sockets(processes) -> list[tuple]:
+    """(pid, process name, ip, port, RAY_AUTH_MODE of the process) of every TCP listener of `processes`."""
+    import psutil
+    out = []
+    for p in processes:
+        try:
+            auth = p.environ().get("RAY_AUTH_MODE")
+            for c in p.net_connections(kind="tcp"):
+                if c.status == psutil.CONN_LISTEN:
+                    out.append((p.pid, p.name(), c.laddr.ip, c.laddr.port, auth))
+        except psutil.Error:        # exited meanwhile
+            pass
+    return out
+
+
+def unauthenticated_listeners(sockets) -> list[tuple]:
+    """Listeners reachable beyond this machine (not on loopback) whose process runs without Ray's token
+    authentication: what an attacker on the network could use to run code as this user."""
+    return [s for s in sockets if not is_loopback(s[2]) and (s[4] or "").lower() != "token"]
+
+
+def kill_processes(processes, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL what is left after `grace` seconds: only the given processes."""
+    import psutil
+    alive = []
+    for p in processes:
+        try:
+            p.terminate()
+            alive.append(p)
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(alive, timeout=grace)
+    for p in left:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(left, timeout=grace)
