@@ -120,7 +120,14 @@ def _add_grid_args(s: argparse.ArgumentParser, grid_optional: bool = False) -> N
 def cmd_list(args) -> int:
     from algorithms import registry as algos
     from suites import registry
+    from suites.registry import did_you_mean
 
+    if args.suite:
+        registry.load_suite(args.suite)
+    known = {tag for spec in registry.all_specs() for tag in spec.tags}
+    for tag in args.tags:
+        if tag not in known:
+            raise UserError(f"no task has the tag {tag!r}.{did_you_mean(tag, known)} Tags: {', '.join(sorted(known))}")
     specs = registry.select(args.suite, *args.tags) if args.suite else registry.all_specs()
     if not args.suite and args.tags:
         specs = tuple(s for s in specs if set(args.tags) <= s.tags)
