@@ -67,7 +67,13 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
     if not ray.is_initialized():
         start_ray(ray_dir)
         started_here = True
-    _check_capacity(todo)
+    try:
+        _check_capacity(todo)
+    except UserError:
+        if started_here:
+            ray.shutdown()
+            _stop_watchdog()
+        raise
     # `kill` (SIGTERM) stops a bench as gracefully as Ctrl-C: Tune stops the trials, which keep their
     # checkpoints.  Installed after ray.init, whose own handlers would otherwise take SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -93,6 +99,7 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         signal.signal(signal.SIGTERM, previous)
         if started_here:
             ray.shutdown()
+            _stop_watchdog()
     out = {}
     for t in todo:
         m = read_manifest(run_dir(results_root, t)) or {}
@@ -125,6 +132,52 @@ def start_ray(ray_dir: Path) -> None:
     if _auth_mode() == "token" and not _token_given():
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(local_token_file(ray_dir))
     ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+    _start_watchdog()
+
+
+# A local Ray's GCS and raylet die with the driver, but after `kill -9` of the driver Ray's dashboard and
+# runtime-env agents spend about 60 s trying to report the raylet's death to the dead GCS.  This small
+# process outlives the driver: it remembers the driver's descendants (polled every second) and, when the
+# driver is gone (its stdin pipe closes), kills those still running.  After a normal shutdown none are.
+_WATCHDOG = """
+import os, select, sys, psutil
+driver = psutil.Process(int(sys.argv[1]))
+known = {}
+while True:
+    try:
+        for p in driver.children(recursive=True):
+            if p.pid != os.getpid():
+                known.setdefault(p.pid, p)
+    except psutil.Error:
+        pass
+    if select.select([sys.stdin], [], [], 1.0)[0] and not sys.stdin.buffer.read1(1):
+        break
+left = [p for p in known.values() if p.is_running()]
+for p in left:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+psutil.wait_procs(left, timeout=10)
+"""
+_watchdog = None
+
+
+def _start_watchdog() -> None:
+    import subprocess
+
+    global _watchdog
+    _watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_watchdog() -> None:
+    """After ray.shutdown(): let the watchdog sweep what is left and exit."""
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stdin.close()
+        _watchdog.wait(timeout=30)
+        _watchdog = None
 
 
 DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
@@ -163,7 +216,6 @@ def _check_capacity(todo: list[TrialSpec]) -> None:
     for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
         need = max(float(t.resources.get(key, 0)) for t in todo)
         if need > have.get(ray_key, 0.0):
-            ray.shutdown()
             raise UserError(f"each trial asks for {need:g} {ray_key}(s) but the Ray cluster has "
                             f"{have.get(ray_key, 0.0):g}; use a smaller size (e.g. --size cpu), change "
                             f"`resources` in the grid, or point RAY_ADDRESS at a cluster that has them")

@@ -21,6 +21,13 @@ ARGS = ["run", "--suite", "didactic", "--size", "tiny", "--algos", "onestep_fb",
         "--no-tables"]
 
 
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:      # ended meanwhile
+        return ""
+
+
 def test_unauthenticated_listener_check_can_fail():
     """The helper the test relies on flags exactly what it should."""
     sockets = [(1, "gcs_server", "::", 1, "token"), (2, "raylet", "0.0.0.0", 2, "disabled"),
@@ -40,7 +47,7 @@ def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_pa
         while time.time() < deadline:
             for p in bench.children(recursive=True):
                 seen.setdefault(p.pid, p)
-            names = {p.name() for p in seen.values() if p.is_running()}
+            names = {_name(p) for p in seen.values()}
             if any("ImplicitFunc" in n for n in names):       # a trial is training: every server is up
                 time.sleep(1.0)
                 sockets = fixtures.listening_sockets([bench, *bench.children(recursive=True)])
@@ -63,3 +70,32 @@ def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_pa
     assert all(s[4] == "token" for s in ray_servers), ray_servers
     token = tmp_path / "data" / "ray" / "auth_token"
     assert token.is_file() and token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+
+
+def test_nothing_of_a_bench_outlives_kill_9_for_long(tmp_path):
+    """After `kill -9` of the bench, its Ray processes go too: GCS and raylet at once (Ray ties them to the
+    driver), the agents and workers through the bench's watchdog (Ray's agents alone linger about 60 s,
+    retrying the dead GCS)."""
+    proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *ARGS), cwd=fixtures.REPO, env=fixtures.cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    names: set[str] = set()
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("ImplicitFunc" in n for n in names):
+            for p in bench.children(recursive=True):
+                try:
+                    names.add(p.name())
+                    seen.setdefault(p.pid, p)
+                except psutil.Error:
+                    pass
+            assert proc.poll() is None, "the bench ended early"
+            time.sleep(0.3)
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        fixtures.kill_processes([p for p in seen.values() if p.is_running()])
