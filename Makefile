@@ -13,7 +13,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 export MUJOCO_GL ?= egl
-export RAY_AUTH_MODE ?= disabled
+# Ray: a local cluster listens on loopback only, with token authentication (benchmarks/orchestrate.py)
 export PYTHONUNBUFFERED := 1
 
 .PHONY: bench tables test perf lint install clean pretrain

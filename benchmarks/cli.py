@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 from suites.errors import UserError
@@ -15,6 +16,40 @@ from suites.errors import UserError
 EXIT_BAD_INPUT = 2
 DEFAULT_RESULTS = Path(os.environ.get("B2FB_RESULTS", "results"))
 DEFAULT_DATA = Path(os.environ.get("B2FB_DATA", "data"))
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer of at least 1 (a count of seeds, trials, resamples)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """argparse type: a non-negative integer seed."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite positive number of seconds."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,25 +76,31 @@ def build_parser() -> argparse.ArgumentParser:
                        "(algorithm, task, seed) trials and run the incomplete ones on Ray Tune.  Complete runs are "
                        "skipped; interrupted ones resume from their last checkpoint.")
     _add_grid_args(s)
-    s.add_argument("--max-concurrent", type=int, default=None, help="trials at once (default: from the grid)")
+    s.add_argument("--max-concurrent", type=_count, default=None, help="trials at once (default: from the grid)")
     s.add_argument("--no-tables", action="store_true", help="skip collect + tables after running")
     s.add_argument("--dry-run", action="store_true", help="print the trials and whether each is complete; run nothing")
 
     s = sub.add_parser("collect", help="index a suite's runs and validate them; with --domain instead: collect a "
-                       "reward-free dmc dataset (see `b2fb collect --domain walker --help`)")
+                       "reward-free dmc dataset (see `b2fb collect --domain walker --help`)",
+                       description="Read every run of a suite into results/<suite>/index/, verifying each finished "
+                       "run's files against the sha256 its manifest recorded.  --record-hashes records those "
+                       "hashes for runs finished before manifests carried them (idempotent).")
     _add_grid_args(s, grid_optional=True)
+    s.add_argument("--record-hashes", action="store_true",
+                   help="first record the sha256 of scalars.jsonl and samples.parquet in the manifest of every "
+                   "finished run that has none (each file is parsed first; runs already recorded are verified)")
 
     s = sub.add_parser("tables", help="regenerate tables and figures from results/ alone",
                        description="Tables and figures of one experiment grid (the same grid arguments as `run`), "
                        "read from results/ only, written to results/<suite>/tables/<size>/ and figures/<size>/.")
     _add_grid_args(s)
-    s.add_argument("--reps", type=int, default=2000, help="bootstrap resamples (default 2000)")
-    s.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampler (default 0)")
+    s.add_argument("--reps", type=_count, default=2000, help="bootstrap resamples (default 2000)")
+    s.add_argument("--bootstrap-seed", type=_seed, default=0, help="seed of the bootstrap resampler (default 0)")
     s.add_argument("--no-collect", action="store_true", help="use the existing index instead of re-collecting")
 
     s = sub.add_parser("perf", help="measure throughput; writes results/perf/<suite>.json")
     s.add_argument("--suite", required=True)
-    s.add_argument("--seconds", type=float, default=5.0, help="time budget per measurement")
+    s.add_argument("--seconds", type=_seconds, default=5.0, help="time budget per measurement")
     return p
 
 
@@ -69,7 +110,7 @@ def _add_grid_args(s: argparse.ArgumentParser, grid_optional: bool = False) -> N
                    help="grid size: tiny, cpu (default) or paper")
     s.add_argument("--config", type=Path, default=None, help="grid file (default: benchmarks/configs/<suite>.yaml)")
     if not grid_optional:
-        s.add_argument("--seeds", type=int, default=None, help="number of seeds (overrides the grid)")
+        s.add_argument("--seeds", type=_count, default=None, help="number of seeds (overrides the grid)")
         s.add_argument("--algos", nargs="+", default=None, help="only these algorithms")
         s.add_argument("--tasks", nargs="+", default=None, help="only these task ids")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="ALGO.KEY=VALUE | task.KEY=VALUE",
@@ -79,7 +120,14 @@ def _add_grid_args(s: argparse.ArgumentParser, grid_optional: bool = False) -> N
 def cmd_list(args) -> int:
     from algorithms import registry as algos
     from suites import registry
+    from suites.registry import did_you_mean
 
+    if args.suite:
+        registry.load_suite(args.suite)
+    known = {tag for spec in registry.all_specs() for tag in spec.tags}
+    for tag in args.tags:
+        if tag not in known:
+            raise UserError(f"no task has the tag {tag!r}.{did_you_mean(tag, known)} Tags: {', '.join(sorted(known))}")
     specs = registry.select(args.suite, *args.tags) if args.suite else registry.all_specs()
     if not args.suite and args.tags:
         specs = tuple(s for s in specs if set(args.tags) <= s.tags)
@@ -97,60 +145,103 @@ def cmd_list(args) -> int:
 
 def cmd_run(args) -> int:
     from benchmarks.config import load_experiment
-    from benchmarks.results import is_complete
+    from benchmarks.results import BenchLock, check_checkpoints, is_complete
 
     exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks,
                           data_root=args.data_dir)
     trials = exp.trials()
     results_root = args.results_dir.resolve()
     todo = [t for t in trials if not is_complete(results_root, t)]
-    _check_tasks_build(trials, prepare=[] if args.dry_run else todo)
-    print(f"{args.suite} / {args.size}: {len(trials)} trials ({len(trials) - len(todo)} complete, "
-          f"{len(todo)} to run) -> {results_root / args.suite / 'runs'}", flush=True)
+    # every check before the first line of output and before Ray starts
+    tasks = _build_tasks(trials, validate=[] if args.dry_run else todo)
+    if not args.dry_run and todo:
+        check_writable_dir(results_root, "--results-dir")
+        check_writable_dir(args.data_dir.resolve(), "--data-dir")
+    header = (f"{args.suite} / {args.size}: {len(trials)} trials ({len(trials) - len(todo)} complete, "
+              f"{len(todo)} to run) -> {results_root / args.suite / 'runs'}")
     if args.dry_run:
+        print(header)
         for t in trials:
             print(f"  {'done ' if t not in todo else 'todo '} {t.run_id}")
         return 0
-    failed = []
-    if todo:
-        from benchmarks.orchestrate import run_trials
+    with BenchLock(results_root, args.suite):
+        todo = [t for t in trials if not is_complete(results_root, t)]  # another bench may have finished some
+        print(header, flush=True)
+        for line in check_checkpoints(results_root, todo):
+            print(f"warning: {line}", file=sys.stderr, flush=True)
+        failed = []
+        if todo:
+            _prepare_tasks(tasks, todo)
+            from benchmarks.orchestrate import run_trials
 
-        statuses = run_trials(todo, results_root, args.data_dir / "ray", args.max_concurrent or exp.max_concurrent,
-                              experiment_name=f"{args.suite}-{args.size}")
-        interrupted = [k for k, v in statuses.items() if v in ("running", "not started")]
-        if interrupted:
-            print(f"interrupted: {len(interrupted)} runs incomplete; re-run the same command to resume them "
-                  f"(complete runs are skipped)", file=sys.stderr)
-            return 130
-        failed = [k for k, v in statuses.items() if v != "done"]
-        for run_id in failed:
-            from benchmarks.results import read_manifest
-            m = read_manifest(results_root / args.suite / "runs" / run_id) or {}
-            print(f"failed: {run_id}: {m.get('reason') or m.get('status', 'did not start')}", file=sys.stderr)
-    if not args.no_tables:
-        _collect_and_tables(args.suite, results_root, trials, args.size, reps=2000, seed=0)
+            statuses = run_trials(todo, results_root, args.data_dir / "ray",
+                                  args.max_concurrent or exp.max_concurrent,
+                                  experiment_name=f"{args.suite}-{args.size}")
+            interrupted = [k for k, v in statuses.items() if v in ("running", "not started")]
+            if interrupted:
+                print(f"interrupted: {len(interrupted)} runs incomplete; re-run the same command to resume them "
+                      f"(complete runs are skipped)", file=sys.stderr)
+                return 130
+            failed = [k for k, v in statuses.items() if v != "done"]
+            for run_id in failed:
+                from benchmarks.results import read_manifest
+                m = read_manifest(results_root / args.suite / "runs" / run_id) or {}
+                print(f"failed: {run_id}: {m.get('reason') or m.get('status', 'did not start')}", file=sys.stderr)
+        if not args.no_tables:
+            _collect_and_tables(args.suite, results_root, trials, args.size, reps=2000, seed=0)
     return 1 if failed else 0
 
 
-def _check_tasks_build(trials: list, prepare: list) -> None:
+def check_writable_dir(path: Path, option: str) -> None:
+    """`path` must be a directory this user can write, or creatable as one; a UserError otherwise."""
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is" if probe == path else f"is inside {probe}, which is"
+        raise UserError(f"{option} {path} {where} a file, not a directory; pass a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {path} is not writable ({probe} does not let this user write); "
+                        f"pass a directory you can write")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(name)
+    except OSError as err:
+        raise UserError(f"{option} {path} is not writable ({err.strerror}); pass a directory you can write") from None
+
+
+def _task_key(t) -> tuple:
+    return t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items()))
+
+
+def _build_tasks(trials: list, validate: list) -> dict:
     """Build each distinct task once in the driver, so a bad input file (e.g. a custom CMP) is one clear
-    error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily.
-    Tasks of the trials in `prepare` (those still to run) that need data make it now, once, with the whole
-    machine (e.g. dmc collection); a grid whose runs are all complete collects nothing."""
+    error before any trial starts.  Task construction is cheap by contract: heavy data loads lazily.  Tasks
+    of the trials in `validate` (those still to run) that can check their data (`validate()`, e.g. a given
+    dmc dataset) do so now."""
     from suites import registry
 
-    def key(t):
-        return t.task_id, tuple(sorted((k, str(v)) for k, v in t.task_kwargs.items()))
-
-    needed = {key(t) for t in prepare}
-    seen = set()
+    needed = {_task_key(t) for t in validate}
+    tasks = {}
     for t in trials:
-        k = key(t)
-        if k not in seen:
-            seen.add(k)
-            task = registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
-            if k in needed and hasattr(task, "prepare"):
-                task.prepare()
+        k = _task_key(t)
+        if k not in tasks:
+            tasks[k] = registry.get(t.task_id).with_kwargs(**t.task_kwargs).make()
+            if k in needed and hasattr(tasks[k], "validate"):
+                tasks[k].validate()
+    return tasks
+
+
+def _prepare_tasks(tasks: dict, todo: list) -> None:
+    """Tasks of the trials still to run that need data make it now, once, with the whole machine (e.g. dmc
+    collection); a grid whose runs are all complete collects nothing."""
+    for k in dict.fromkeys(_task_key(t) for t in todo):
+        if hasattr(tasks[k], "prepare"):
+            tasks[k].prepare()
 
 
 def _collect_and_tables(suite: str, results_root: Path, expected, size: str, reps: int, seed: int,
@@ -184,17 +275,40 @@ def cmd_collect(args) -> int:
 
     registry.load_suite(args.suite)
     expected = load_experiment(args.suite, args.size, args.config).trials() if args.size else None
-    _print_collect(collect(args.results_dir.resolve(), args.suite, expected))
+    results_root = args.results_dir.resolve()
+    _check_results_dir(results_root)
+    if args.record_hashes:
+        _record_hashes(results_root, args.suite)
+    _print_collect(collect(results_root, args.suite, expected))
     return 0
+
+
+def _check_results_dir(results_root: Path) -> None:
+    if results_root.exists() and not results_root.is_dir():
+        raise UserError(f"--results-dir {results_root} is a file, not a directory; pass the results directory")
+
+
+def _record_hashes(results_root: Path, suite: str) -> None:
+    from benchmarks.results import BenchLock, record_result_hashes
+
+    runs_dir = results_root / suite / "runs"
+    if not runs_dir.is_dir():
+        raise UserError(f"no runs under {runs_dir}; nothing to record")
+    with BenchLock(results_root, suite):
+        counts: dict[str, int] = {}
+        for d in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
+            outcome = record_result_hashes(d)
+            counts[outcome] = counts.get(outcome, 0) + 1
+    print(f"result hashes: {counts.get('recorded', 0)} recorded, {counts.get('verified', 0)} already recorded "
+          f"and verified, {counts.get('skipped', 0)} runs not done")
 
 
 def cmd_tables(args) -> int:
     from benchmarks.config import load_experiment
 
-    if args.reps < 1:
-        raise UserError(f"--reps must be at least 1, got {args.reps}")
     exp = load_experiment(args.suite, args.size, args.config, args.overrides, args.seeds, args.algos, args.tasks,
                           data_root=args.data_dir)
+    _check_results_dir(args.results_dir.resolve())
     _collect_and_tables(args.suite, args.results_dir.resolve(), exp.trials(), args.size, reps=args.reps,
                         seed=args.bootstrap_seed, collect_first=not args.no_collect)
     return 0
@@ -205,6 +319,7 @@ def cmd_perf(args) -> int:
     from suites import registry
 
     registry.load_suite(args.suite)
+    check_writable_dir(args.results_dir.resolve() / "perf", "--results-dir")
     path = run_perf(args.suite, args.results_dir.resolve() / "perf", args.seconds)
     print(path)
     return 0

@@ -135,11 +135,19 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     """Read a grid file, pick a size, apply overrides and filters; every problem is a `UserError`."""
     task_registry.load_suite(suite)
     path = Path(config_file) if config_file else grid_path(suite)
+    if path.is_dir():
+        raise UserError(f"config file {path} is a directory; pass --config with a grid file (YAML)")
     if not path.is_file():
         raise UserError(f"config file {path} does not exist; pass --config PATH or add {grid_path(suite)}")
     path = path.resolve()
     where = str(path)
-    raw = yaml_strict.loads(path.read_text(), where)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise UserError(f"config file {path} is not UTF-8 text (byte {err.start}); pass a YAML grid file") from None
+    except OSError as err:
+        raise UserError(f"config file {path} cannot be read ({err.strerror}); check its permissions") from None
+    raw = yaml_strict.loads(text, where)
     _require_mapping(raw, "the file", where)
     _check_keys(raw, TOP_KEYS, "top level", where)
     if raw.get("suite") != suite:

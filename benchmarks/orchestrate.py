@@ -12,16 +12,25 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-# Before importing ray: quiet, token-free local clusters; no TensorBoard/CSV loggers (results/ is the record).
-for _key, _value in (("RAY_AUTH_MODE", "disabled"), ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),
+# Before importing ray.  Security: a local cluster (no RAY_ADDRESS) runs on the loopback interface only:
+# Ray's single-machine mode (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, its default on macOS and Windows) gives
+# the node the IP 127.0.0.1, and Ray then binds every server (GCS, raylet, workers, agents) to 127.0.0.1.
+# Token authentication is on as well (RAY_AUTH_MODE=token; `_use_local_token` makes a token file readable
+# by the user alone), so other users of the same machine cannot submit work either.  A cluster
+# (RAY_ADDRESS) keeps Ray's multi-node mode and needs the cluster's token (see the README, "On a cluster").
+# No TensorBoard/CSV loggers: results/ is the record.
+LOCAL_CLUSTER = not os.environ.get("RAY_ADDRESS")
+for _key, _value in (("RAY_AUTH_MODE", "token"), ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"),
                      ("RAY_AIR_NEW_OUTPUT", "0"), ("RAY_DEDUP_LOGS", "0"),
-                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")):
+                     ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000"),
+                     *((("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),) if LOCAL_CLUSTER else ())):
     os.environ.setdefault(_key, _value)
 
 import ray  # noqa: E402
@@ -56,15 +65,15 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         return {}
     started_here = False
     if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                                      configure_logging=True)
-        if address:
-            ray.init(address=address, **kwargs)
-        else:
-            ray.init(num_cpus=os.cpu_count(), **kwargs)
+        start_ray(ray_dir)
         started_here = True
-    _check_capacity(todo)
+    try:
+        _check_capacity(todo)
+    except UserError:
+        if started_here:
+            ray.shutdown()
+            _stop_watchdog()
+        raise
     # `kill` (SIGTERM) stops a bench as gracefully as Ctrl-C: Tune stops the trials, which keep their
     # checkpoints.  Installed after ray.init, whose own handlers would otherwise take SIGTERM.
     previous = signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -90,11 +99,115 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
         signal.signal(signal.SIGTERM, previous)
         if started_here:
             ray.shutdown()
+            _stop_watchdog()
     out = {}
     for t in todo:
         m = read_manifest(run_dir(results_root, t)) or {}
         out[t.run_id] = m.get("status", "not started")
     return out
+
+
+def start_ray(ray_dir: Path) -> None:
+    """Start a local Ray on loopback with token authentication, or connect to RAY_ADDRESS's cluster."""
+    address = os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = dict(include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                                  configure_logging=True)
+    if address:
+        if _auth_mode() == "token" and not _token_given() and not DEFAULT_TOKEN_FILE.is_file():
+            raise UserError(f"RAY_ADDRESS={address}: token authentication is on (RAY_AUTH_MODE=token) but no "
+                            f"token is set; set RAY_AUTH_TOKEN_PATH to the cluster's token file (the one its "
+                            f"`ray start` nodes were given), see the README's 'On a cluster'")
+        try:
+            ray.init(address=address, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError, ray.exceptions.AuthenticationError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(f"cannot connect to the Ray cluster at RAY_ADDRESS={address}: {first[:300]}; "
+                            f"check the address and the token (RAY_AUTH_TOKEN_PATH)") from None
+        return
+    if not LOCAL_CLUSTER or ray._private.ray_constants.ENABLE_RAY_CLUSTER:
+        # RAY_ADDRESS was unset after this module was imported, or the user forced multi-node mode
+        raise UserError("a local Ray would listen on every network interface here "
+                        "(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is not 0 or RAY_ADDRESS changed after start-up); "
+                        "unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, or set RAY_ADDRESS to use a cluster")
+    if _auth_mode() == "token" and not _token_given():
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(local_token_file(ray_dir))
+    ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
+    _start_watchdog()
+
+
+# A local Ray's GCS and raylet die with the driver, but after `kill -9` of the driver Ray's dashboard and
+# runtime-env agents spend about 60 s trying to report the raylet's death to the dead GCS.  This small
+# process outlives the driver: it remembers the driver's descendants (polled every second) and, when the
+# driver is gone (its stdin pipe closes), kills those still running.  After a normal shutdown none are.
+_WATCHDOG = """
+import os, select, sys, psutil
+driver = psutil.Process(int(sys.argv[1]))
+known = {}
+while True:
+    try:
+        for p in driver.children(recursive=True):
+            if p.pid != os.getpid():
+                known.setdefault(p.pid, p)
+    except psutil.Error:
+        pass
+    if select.select([sys.stdin], [], [], 1.0)[0] and not sys.stdin.buffer.read1(1):
+        break
+left = [p for p in known.values() if p.is_running()]
+for p in left:
+    try:
+        p.kill()
+    except psutil.Error:
+        pass
+psutil.wait_procs(left, timeout=10)
+"""
+_watchdog = None
+
+
+def _start_watchdog() -> None:
+    import subprocess
+
+    global _watchdog
+    _watchdog = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], stdin=subprocess.PIPE,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop_watchdog() -> None:
+    """After ray.shutdown(): let the watchdog sweep what is left and exit."""
+    global _watchdog
+    if _watchdog is not None:
+        _watchdog.stdin.close()
+        _watchdog.wait(timeout=30)
+        _watchdog = None
+
+
+DEFAULT_TOKEN_FILE = Path.home() / ".ray" / "auth_token"
+
+
+def _auth_mode() -> str:
+    return os.environ.get("RAY_AUTH_MODE", "").lower()
+
+
+def _token_given() -> bool:
+    return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+
+
+def local_token_file(ray_dir: Path) -> Path:
+    """`<ray_dir>/auth_token`: the local cluster's token, made on first use, readable by the user alone
+    (a file that others can read is made private again)."""
+    ray_dir = Path(ray_dir)
+    ray_dir.mkdir(parents=True, exist_ok=True)
+    path = ray_dir / "auth_token"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        if path.stat().st_size:
+            return path
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32))
+    return path
 
 
 def _check_capacity(todo: list[TrialSpec]) -> None:
@@ -103,7 +216,6 @@ def _check_capacity(todo: list[TrialSpec]) -> None:
     for key, ray_key in (("cpu", "CPU"), ("gpu", "GPU")):
         need = max(float(t.resources.get(key, 0)) for t in todo)
         if need > have.get(ray_key, 0.0):
-            ray.shutdown()
             raise UserError(f"each trial asks for {need:g} {ray_key}(s) but the Ray cluster has "
                             f"{have.get(ray_key, 0.0):g}; use a smaller size (e.g. --size cpu), change "
                             f"`resources` in the grid, or point RAY_ADDRESS at a cluster that has them")

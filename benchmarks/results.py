@@ -6,7 +6,9 @@
                           dirty flag, library versions, data hashes, wall time
         scalars.jsonl     one row per (step, split, metric): learning curves and final metrics
         samples.parquet   one row per evaluation unit, so every aggregate can be recomputed
-        checkpoint.pt     only while a run is incomplete (deleted when it is done; never committed)
+        checkpoint.pt     only while a run is incomplete (deleted when it is done; never committed), with its
+                          sha256 in a header; checkpoint.prev.pt, the one before, is the fallback of a
+                          corrupt latest one
 
 Every file is written to a temporary file and moved into place with `os.replace`.  Scalars are kept
 in memory and rewritten at each checkpoint, in the order scalars -> checkpoint, so that on resume the
@@ -19,6 +21,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -28,9 +31,11 @@ import pandas as pd
 
 from benchmarks.config import LOCATION_KWARGS, PATH_KWARGS, TrialSpec
 from suites.errors import UserError
+from suites.files import CorruptFile, checked_bytes, read_checked
 
 SCHEMA_VERSION = 1
 MANIFEST, SCALARS, SAMPLES, CHECKPOINT = "manifest.json", "scalars.jsonl", "samples.parquet", "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -73,6 +78,58 @@ def atomic_write_parquet(path: Path, frame: pd.DataFrame) -> None:
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, frame.to_csv(index=False))
+
+
+# ---- one bench at a time per results directory and suite -----------------------------------------
+LOCK = ".bench.lock"
+
+
+class BenchLock:
+    """`results/<suite>/.bench.lock`, held (fcntl.flock) for a bench's lifetime.
+
+    A second bench on the same results directory and suite gets a UserError naming the holder's pid.  The
+    kernel drops the lock when its holder dies, so a lock left by `kill -9` is simply taken over.  Taking the
+    lock also removes the `.*.tmp` files an interrupted atomic write left under results/<suite>/ (nothing
+    else writes there while the lock is held)."""
+
+    def __init__(self, results_root: Path, suite: str):
+        self.dir = Path(results_root) / suite
+        self.path = self.dir / LOCK
+        self._fd: int | None = None
+
+    def __enter__(self) -> "BenchLock":
+        import fcntl
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(f"another bench (pid {holder}) is running on {self.dir}; wait for it to finish or "
+                            f"stop it (kill {holder}), or use another --results-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        self.removed_temp_files = remove_temp_files(self.dir)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing releases the lock
+            self._fd = None
+
+
+def remove_temp_files(directory: Path) -> list[Path]:
+    """Delete the temporaries of interrupted atomic writes (`.<name>.<random>.tmp`) under `directory`."""
+    removed = []
+    for path in sorted(Path(directory).rglob(".*.tmp")):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 # ---- provenance ---------------------------------------------------------------------------------
@@ -180,7 +237,8 @@ class RunWriter:
             "wall_time_s": float(previous.get("wall_time_s", 0.0)),
         }
         self._wall_before = self._manifest["wall_time_s"]
-        self._rows_synced = not (self.dir / CHECKPOINT).is_file()  # fresh: nothing on disk to continue
+        # fresh: nothing on disk to continue
+        self._rows_synced = not any((self.dir / f).is_file() for f in (CHECKPOINT, PREVIOUS_CHECKPOINT))
         atomic_write_json(self.dir / MANIFEST, self._manifest)
 
     def _write_manifest(self, **updates: Any) -> None:
@@ -192,9 +250,10 @@ class RunWriter:
         atomic_write_parquet(self.dir / SAMPLES, pd.DataFrame(self._samples))
         # the resumable checkpoint is deleted below; final_step is the last step logged: the model reported
         self._manifest.pop("checkpoint_step", None)
-        self._write_manifest(status="done", finished_at=now(),
+        self._write_manifest(status="done", finished_at=now(), result_sha256=result_hashes(self.dir),
                              final_step=max((r["step"] for r in self._rows), default=None))
         (self.dir / CHECKPOINT).unlink(missing_ok=True)
+        (self.dir / PREVIOUS_CHECKPOINT).unlink(missing_ok=True)
 
     def fail(self, reason: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -242,30 +301,87 @@ class RunWriter:
 
     # checkpoints
     def save_checkpoint(self, state: dict[str, Any], step: int) -> None:
+        import io
+
         import torch
 
         self.flush_scalars()          # scalars first: a crash in between only loses rows after `step`
         # evaluation rows so far travel with the checkpoint, so a resumed run keeps e.g. its step-0 evaluation
-        blob = {"step": int(step), "state": state, "samples": self._samples}
-        atomic_write(self.dir / CHECKPOINT, lambda tmp: torch.save(blob, tmp))
+        buffer = io.BytesIO()
+        torch.save({"step": int(step), "state": state, "samples": self._samples}, buffer)
+        data = checked_bytes(buffer.getvalue(), {"step": int(step), "run_id": self.trial.run_id})
+        if (self.dir / CHECKPOINT).is_file():  # the previous one stays as the fallback of a corrupt latest
+            os.replace(self.dir / CHECKPOINT, self.dir / PREVIOUS_CHECKPOINT)
+        atomic_write_bytes(self.dir / CHECKPOINT, data)
         self._write_manifest(checkpoint_step=int(step))
 
     def load_checkpoint(self) -> dict[str, Any] | None:
-        """The last checkpoint's state, with the scalar rows logged after it dropped; None if fresh."""
+        """The last good checkpoint's state, with the scalar rows logged after it dropped; None if fresh.
+
+        Each checkpoint carries its sha256 (`suites.files.checked_bytes`).  A corrupt or cut latest checkpoint
+        falls back to the previous one, else to a fresh start; the manifest records which (`recovered`)."""
+        import io
+
         import torch
 
-        path = self.dir / CHECKPOINT
         self._rows_synced = True
-        if not path.is_file():
+        loaded = None
+        for path in (self.dir / CHECKPOINT, self.dir / PREVIOUS_CHECKPOINT):
+            if not path.is_file():
+                continue
+            try:
+                payload, _ = read_checked(path)
+                loaded = torch.load(io.BytesIO(payload), weights_only=False, map_location="cpu")
+                break
+            except CorruptFile as err:
+                note = f"{err}; {self._fallback_after(path)}"
+            except Exception as err:  # noqa: BLE001 - verified bytes that torch cannot read: same handling
+                note = f"{path} is unreadable ({type(err).__name__}); {self._fallback_after(path)}"
+            print(f"warning: {note}", file=sys.stderr, flush=True)
+            self._write_manifest(recovered=note)
+            path.unlink(missing_ok=True)
+        if loaded is None:
             self._rows = []
             return None
-        blob = torch.load(path, weights_only=False, map_location="cpu")  # the agent moves it to its device
-        step = int(blob["step"])
-        self._samples = [r for r in blob.get("samples", []) if r["step"] <= step]
+        step = int(loaded["step"])
+        self._samples = [r for r in loaded.get("samples", []) if r["step"] <= step]
         self._rows = [r for r in _read_jsonl(self.dir / SCALARS) if r["step"] <= step]
         for r in self._rows:
             r.pop("run_id", None)
-        return blob["state"]
+        return loaded["state"]
+
+    def _fallback_after(self, path: Path) -> str:
+        previous = self.dir / PREVIOUS_CHECKPOINT
+        if path.name == CHECKPOINT and previous.is_file():
+            return f"run {self.trial.run_id} restarts from its previous checkpoint {previous.name}"
+        return f"run {self.trial.run_id} restarts from scratch"
+
+
+def check_checkpoints(results_root: Path, trials: list[TrialSpec]) -> list[str]:
+    """Verify the checkpoints of incomplete runs before any trial starts (in the driver, before Ray).
+
+    A corrupt or cut checkpoint is deleted, so its run resumes from its previous good checkpoint or from
+    scratch; returns one line per deleted file saying which."""
+    lines = []
+    for trial in trials:
+        d = run_dir(results_root, trial)
+        latest, previous = d / CHECKPOINT, d / PREVIOUS_CHECKPOINT
+        bad = []
+        for path in (latest, previous):
+            if path.is_file():
+                try:
+                    read_checked(path)
+                except CorruptFile as err:
+                    bad.append((path, str(err)))
+                    path.unlink()
+        for path, why in bad:
+            if path == latest and previous.is_file():
+                step = read_checked(previous)[1].get("step")
+                then = f"restarts from its previous checkpoint ({previous.name}, step {step})"
+            else:
+                then = "restarts from scratch"
+            lines.append(f"{why}; run {trial.run_id} {then}")
+    return lines
 
 
 def _threads() -> int | None:
@@ -351,19 +467,17 @@ def collect(results_root: Path, suite: str, expected: list[TrialSpec] | None = N
     runs_dir = root / "runs"
     manifests, scalar_frames, sample_frames = [], [], []
     for d in sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.is_dir() else []:
-        m = read_manifest(d)
-        if m is None:
-            raise UserError(f"{d / MANIFEST} is missing or corrupt; delete {d} and re-run the bench")
+        m = strict_manifest(d)
         manifests.append(m)
         if m.get("status") != "done":
             continue
-        rows = _read_jsonl(d / SCALARS)
+        verify_results(d, m)
+        rows = read_scalars(d)
         if rows:
             scalar_frames.append(pd.DataFrame(rows))
-        if (d / SAMPLES).is_file():
-            s = pd.read_parquet(d / SAMPLES)
-            s.insert(0, "run_id", m["run_id"])
-            sample_frames.append(s)
+        s = read_samples(d)
+        s.insert(0, "run_id", m["run_id"])
+        sample_frames.append(s)
     if not manifests:
         raise UserError(f"no runs under {runs_dir}; run `b2fb run --suite {suite}` (or `make bench SUITE={suite}`) first")
     versions = sorted({m.get("schema_version") for m in manifests}, key=str)
@@ -399,6 +513,116 @@ def collect(results_root: Path, suite: str, expected: list[TrialSpec] | None = N
     return {"index_dir": index_dir, "runs": len(runs), "done": len(done),
             "failed": runs[runs.status == "failed"][["run_id", "reason"]].to_dict("records"),
             "incomplete": runs[runs.status == "running"].run_id.tolist(), "missing": missing}
+
+
+# ---- result integrity: the sha256 of a finished run's files, recorded in its manifest --------------------
+RESULT_FILES = (SCALARS, SAMPLES)
+MANIFEST_KEYS = ("schema_version", "run_id", "suite", "task_id", "algorithm", "seed", "config_hash", "status")
+
+
+def result_hashes(directory: Path) -> dict[str, str]:
+    from suites.files import file_sha256
+    return {name: file_sha256(Path(directory) / name) for name in RESULT_FILES}
+
+
+def _damaged(directory: Path, what: str) -> UserError:
+    return UserError(f"run {Path(directory).name}: {what}; delete {directory} and re-run the bench (complete "
+                     f"runs are skipped), or restore the run's files (e.g. `git checkout -- {directory}`)")
+
+
+def strict_manifest(directory: Path) -> dict[str, Any]:
+    """A run's manifest, which must be a JSON object with the keys every run has; UserError naming the run."""
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
+        raise _damaged(directory, f"{MANIFEST} is missing")
+    try:
+        m = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(directory, f"{MANIFEST} is not valid JSON ({err})") from None
+    if not isinstance(m, dict):
+        raise _damaged(directory, f"{MANIFEST} holds a JSON {type(m).__name__}, not an object")
+    missing = [k for k in MANIFEST_KEYS if k not in m]
+    if missing:
+        raise _damaged(directory, f"{MANIFEST} lacks {', '.join(missing)}")
+    if m["run_id"] != Path(directory).name:
+        raise _damaged(directory, f"{MANIFEST} names run {m['run_id']!r}, not its directory's")
+    return m
+
+
+def verify_results(directory: Path, manifest: dict[str, Any]) -> None:
+    """A done run's scalars.jsonl and samples.parquet must match the sha256 its manifest recorded when it
+    finished; anything else (cut, truncated, rows lost, altered or added) is a UserError naming the run."""
+    recorded = manifest.get("result_sha256")
+    if not isinstance(recorded, dict):
+        raise UserError(f"run {Path(directory).name}: its manifest records no sha256 of its results (finished by "
+                        f"older code); check the run and record them with `b2fb collect --suite "
+                        f"{manifest.get('suite')} --record-hashes`, or delete {directory} and re-run the bench")
+    from suites.files import file_sha256
+    for name in RESULT_FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            raise _damaged(directory, f"{name} is missing")
+        if file_sha256(path) != recorded.get(name):
+            raise _damaged(directory, f"{name} does not match the sha256 recorded when the run finished (changed, "
+                                      f"cut or damaged since)")
+
+
+def read_scalars(directory: Path) -> list[dict[str, Any]]:
+    """The rows of a run's scalars.jsonl, each checked to be a row of this run; UserError naming the run."""
+    path = Path(directory) / SCALARS
+    rows = []
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise _damaged(directory, f"{SCALARS} is unreadable ({err})") from None
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise _damaged(directory, f"{SCALARS} line {number} is not a JSON row (cut or damaged)") from None
+        if not (isinstance(row, dict) and row.get("run_id") == Path(directory).name
+                and isinstance(row.get("step"), int) and isinstance(row.get("split"), str)
+                and isinstance(row.get("metric"), str) and isinstance(row.get("value"), (int, float))):
+            raise _damaged(directory, f"{SCALARS} line {number} is not a row of this run "
+                                      f"(run_id, step, split, metric, value)")
+        rows.append(row)
+    if text and not text.endswith("\n"):
+        raise _damaged(directory, f"{SCALARS} ends mid-line (cut short)")
+    return rows
+
+
+def read_samples(directory: Path) -> pd.DataFrame:
+    path = Path(directory) / SAMPLES
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        raise _damaged(directory, f"{SAMPLES} is unreadable ({first})") from None
+
+
+def record_result_hashes(directory: Path) -> str:
+    """Record the sha256 of a finished run's files in its manifest, once: for runs finished before the
+    manifest carried them.  The files are read first (each scalar row, the parquet), so a damaged run is
+    refused, not sealed.  Returns "recorded", "verified" (already recorded and matching) or "skipped"
+    (not done).  Only the `result_sha256` key is added; the rest of the manifest is rewritten unchanged."""
+    m = strict_manifest(directory)
+    if m.get("status") != "done":
+        return "skipped"
+    if "result_sha256" in m:
+        verify_results(directory, m)
+        return "verified"
+    for name in RESULT_FILES:
+        if not (Path(directory) / name).is_file():
+            raise _damaged(directory, f"{name} is missing")
+    rows = read_scalars(directory)
+    keys = [(r["step"], r["split"], r["metric"]) for r in rows]
+    if len(keys) != len(set(keys)):
+        raise _damaged(directory, f"{SCALARS} repeats a (step, split, metric) row")
+    read_samples(directory)
+    atomic_write_json(Path(directory) / MANIFEST, {**m, "result_sha256": result_hashes(directory)})
+    return "recorded"
 
 
 def load_index(results_root: Path, suite: str) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:

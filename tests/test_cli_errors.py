@@ -245,3 +245,194 @@ def test_run_accepts_a_valid_custom_cmp_file(tmp_path):
     proc = b2fb(tmp_path, "run", "--suite", "didactic", "--size", "tiny", "--config", str(grid), "--dry-run")
     assert proc.returncode == 0, proc.stderr
     assert "1 trials (0 complete, 1 to run)" in proc.stdout and "todo  onestep_fb--custom-v0--" in proc.stdout
+
+
+# ---- every class of bad input, across every command: one line, exit 2, nothing printed before -------------
+# In-process through `benchmarks.cli.main` (fast); `benchmarks.orchestrate` is made unimportable, so a case
+# that would reach Ray fails at once instead of starting it.  {tmp}: the test's directory; {file}: a regular
+# file there; {ro}: a directory nobody can create (inside /proc, read-only even for root).
+def _setup_grid(tmp, text):
+    return write(tmp / "grid.yaml", text)
+
+
+def _grid(**size_block) -> str:
+    import yaml
+    block = {"seeds": 1, "tasks": ["didactic/three-state-v0"],
+             "algorithms": {"onestep_fb": {"arch": "tabular", "num_steps": 10}}, **size_block}
+    return yaml.safe_dump({"suite": "didactic", "sizes": {"tiny": block}})
+
+
+def _damaged_run(tmp, damage):
+    from benchmarks.config import load_experiment
+    from benchmarks.results import RunWriter, run_dir
+
+    trial = load_experiment("didactic", "tiny").trials()[0]
+    w = RunWriter(tmp / "results", trial)
+    w.start(0, {})
+    w.log(0, {"q_error": 1.0}, "eval")
+    w.log(10, {"q_error": 0.5}, "eval")
+    w.add_samples([{"reward_idx": 0, "q_error": 0.5}], step=10)
+    w.finish()
+    damage(run_dir(tmp / "results", trial))
+
+
+def _dmc_dataset(tmp, kind):
+    d = tmp / "dataset"
+    d.mkdir()
+    if kind == "corrupt":
+        (d / "0_200.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    return d
+
+
+RUN = ["run", "--suite", "didactic", "--size", "tiny"]
+DMC = ["run", "--suite", "dmc", "--size", "tiny", "--algos", "onestep_fb"]
+T2I = ["run", "--suite", "t2i", "--size", "tiny"]
+BAD_INPUTS = {
+    # list
+    "list unknown suite": (["list", "--suite", "didatic"], ["'didatic'", "'didactic'"]),
+    "list unknown tag": (["list", "--tags", "nosuchtag"], ["'nosuchtag'"]),
+    "list unknown option": (["list", "--colour"], ["--colour"]),
+    "list stray argument": (["list", "extra"], ["extra"]),
+    # run: names
+    "run unknown suite": (["run", "--suite", "dcm"], ["'dcm'", "'dmc'"]),
+    "run unknown size": (RUN[:3] + ["--size", "huge"], ["'huge'"]),
+    "run unknown algorithm": (RUN + ["--algos", "fbb"], ["'fbb'"]),
+    "run unknown task": (RUN + ["--tasks", "didactic/two-state-v0"], ["'didactic/two-state-v0'"]),
+    "run no suite": (["run"], ["--suite"]),
+    # run: counts, seeds, concurrency
+    "run zero seeds": (RUN + ["--seeds", "0"], ["--seeds", "at least 1"]),
+    "run negative seeds": (RUN + ["--seeds", "-2"], ["--seeds", "at least 1"]),
+    "run seeds not a number": (RUN + ["--seeds", "three"], ["--seeds", "'three'"]),
+    "run zero concurrency": (RUN + ["--max-concurrent", "0"], ["--max-concurrent", "at least 1"]),
+    "run negative concurrency": (RUN + ["--max-concurrent", "-1"], ["--max-concurrent", "at least 1"]),
+    "grid zero seeds": (RUN + ["--config", "{grid}"], ["seeds"], _grid(seeds=0)),
+    "grid negative seed": (RUN + ["--config", "{grid}"], ["seeds"], _grid(seeds=[-1])),
+    "grid seeds a string": (RUN + ["--config", "{grid}"], ["seeds", "'abc'"], _grid(seeds="abc")),
+    "grid zero concurrency": (RUN + ["--config", "{grid}"], ["max_concurrent", "0"], _grid(max_concurrent=0)),
+    "grid negative cpus": (RUN + ["--config", "{grid}"], ["resources.cpu", "-1"], _grid(resources={"cpu": -1})),
+    "grid empty task list": (RUN + ["--config", "{grid}"], ["tasks"], _grid(tasks=[])),
+    "algo zero steps": (RUN + ["--set", "onestep_fb.num_steps=0"], ["num_steps"]),
+    "algo negative steps": (RUN + ["--set", "onestep_fb.num_steps=-5"], ["num_steps"]),
+    "algo zero batch": (RUN + ["--set", "fb.batch_size=0"], ["batch_size"]),
+    "algo negative lr": (RUN + ["--set", "onestep_fb.lr=-0.1"], ["lr"]),
+    "algo zero eval_every": (RUN + ["--set", "fb.eval_every=0"], ["eval_every"]),
+    "algo steps a string": (RUN + ["--set", "onestep_fb.num_steps=many"], ["num_steps", "'many'"]),
+    "algo unknown key": (RUN + ["--set", "onestep_fb.steps=5"], ["'steps'"]),
+    "set without =": (RUN + ["--set", "onestep_fb.lr"], ["onestep_fb.lr"]),
+    "set unknown algorithm": (RUN + ["--set", "ddpo.learning_rate=1"], ["'ddpo'"]),
+    # run: task kwargs outside their domain
+    "didactic gamma 1.5": (RUN + ["--set", "task.gamma=1.5"], ["gamma", "1.5", "[0, 1)"]),
+    "didactic gamma 1": (RUN + ["--set", "task.gamma=1.0"], ["gamma", "[0, 1)"]),
+    "didactic gamma negative": (RUN + ["--set", "task.gamma=-0.1"], ["gamma", "-0.1"]),
+    "didactic gamma a string": (RUN + ["--set", "task.gamma=high"], ["gamma", "'high'"]),
+    "didactic zero eval rewards": (RUN + ["--set", "task.n_eval_rewards=0"], ["n_eval_rewards", "0"]),
+    "didactic negative reward seed": (RUN + ["--set", "task.reward_seed=-1"], ["reward_seed", "-1"]),
+    "didactic unknown batch mode": (RUN + ["--set", "task.batch=some"], ["batch", "'some'"]),
+    "didactic unknown kwarg": (RUN + ["--set", "task.discount=0.9"], ["'discount'"]),
+    "dmc gamma 1.5": (DMC + ["--set", "task.gamma=1.5"], ["gamma", "1.5"]),
+    "dmc zero eval episodes": (DMC + ["--set", "task.eval_episodes=0"], ["eval_episodes"]),
+    "dmc negative collect steps": (DMC + ["--set", "task.collect_steps=-5"], ["collect_steps", "-5"]),
+    "dmc zero train size": (DMC + ["--set", "task.train_size=0"], ["train_size"]),
+    "dmc negative eval seed": (DMC + ["--set", "task.eval_seed=-1"], ["eval_seed", "-1"]),
+    "dmc unknown explorer": (DMC + ["--set", "task.explorer=curious"], ["explorer", "'curious'"]),
+    "dmc empty dataset, no collection": (DMC + ["--set", "task.collect_steps=0", "--set", "task.dataset={dataset}"],
+                                         ["no episode files"], "empty"),
+    "dmc corrupt dataset, no collection": (DMC + ["--set", "task.collect_steps=0", "--set",
+                                                  "task.dataset={dataset}"], ["0_200.npz"], "corrupt"),
+    "dmc dataset a file, no collection": (DMC + ["--set", "task.collect_steps=0", "--set", "task.dataset={file}"],
+                                          ["is a file"]),
+    "t2i zero images per prompt": (T2I + ["--set", "task.eval_images_per_prompt=0"], ["eval_images_per_prompt"]),
+    "t2i negative eval batch": (T2I + ["--set", "task.eval_batch_size=-1"], ["eval_batch_size"]),
+    "t2i zero eval prompts": (T2I + ["--set", "task.eval_max_prompts=0"], ["eval_max_prompts", "0"]),
+    "t2i negative eval seed": (T2I + ["--set", "task.eval_seed=-1"], ["eval_seed", "-1"]),
+    "t2i unknown model": (T2I + ["--set", "task.model=dalle"], ["'dalle'"]),
+    # run: grid files that cannot be read
+    "grid file missing": (RUN + ["--config", "{tmp}/nope.yaml"], ["nope.yaml", "does not exist"]),
+    "grid file a directory": (RUN + ["--config", "{tmp}"], ["is a directory"]),
+    "grid file not text": (RUN + ["--config", "{binary}"], ["binary.yaml", "UTF-8"]),
+    "grid file empty": (RUN + ["--config", "{grid}"], ["grid.yaml"], ""),
+    "grid file not yaml": (RUN + ["--config", "{grid}"], ["not valid YAML"], "suite: [didactic\n"),
+    "grid file of another suite": (RUN + ["--config", "{grid}"], ["'didactic'"],
+                                   _grid().replace("suite: didactic", "suite: dmc")),
+    # run: results and data directories
+    "results dir a file": (["--results-dir", "{file}", *RUN], ["--results-dir", "is a file"]),
+    "results dir inside a file": (["--results-dir", "{file}/results", *RUN], ["--results-dir", "a file"]),
+    "results dir not writable": (["--results-dir", "{ro}", *RUN], ["--results-dir", "not writable"]),
+    "data dir a file": (["--data-dir", "{file}", *RUN], ["--data-dir", "is a file"]),
+    "data dir not writable": (["--data-dir", "{ro}", *RUN], ["--data-dir", "not writable"]),
+    # collect
+    "collect unknown suite": (["collect", "--suite", "didatic"], ["'didatic'"]),
+    "collect unknown size": (["collect", "--suite", "didactic", "--size", "tinyy"], ["'tinyy'"]),
+    "collect without runs": (["collect", "--suite", "didactic"], ["no runs under"]),
+    "collect results dir a file": (["--results-dir", "{file}", "collect", "--suite", "didactic"], ["is a file"]),
+    "collect grid file missing": (["collect", "--suite", "didactic", "--size", "tiny", "--config", "{tmp}/no.yaml"],
+                                  ["no.yaml"]),
+    "collect scalars cut mid-line": (["collect", "--suite", "didactic"], ["scalars.jsonl"],
+                                     lambda d: (d / "scalars.jsonl").write_text((d / "scalars.jsonl").read_text()[:-9])),
+    "collect parquet truncated": (["collect", "--suite", "didactic"], ["samples.parquet"],
+                                  lambda d: (d / "samples.parquet").write_bytes(b"PAR1")),
+    "collect manifest a list": (["collect", "--suite", "didactic"], ["manifest.json", "list"],
+                                lambda d: (d / "manifest.json").write_text("[]")),
+    "collect record hashes without runs": (["collect", "--suite", "didactic", "--record-hashes"], ["no runs"]),
+    # tables
+    "tables zero reps": (["tables", "--suite", "didactic", "--reps", "0"], ["--reps", "at least 1"]),
+    "tables negative reps": (["tables", "--suite", "didactic", "--reps", "-5"], ["--reps"]),
+    "tables negative bootstrap seed": (["tables", "--suite", "didactic", "--bootstrap-seed", "-1"],
+                                       ["--bootstrap-seed"]),
+    "tables zero seeds": (["tables", "--suite", "didactic", "--seeds", "0"], ["--seeds"]),
+    "tables without runs": (["tables", "--suite", "didactic", "--size", "tiny"], ["no runs under"]),
+    "tables without an index": (["tables", "--suite", "didactic", "--size", "tiny", "--no-collect"], ["no index"]),
+    "tables results dir a file": (["--results-dir", "{file}", "tables", "--suite", "didactic"], ["is a file"]),
+    "tables damaged run": (["tables", "--suite", "didactic", "--size", "tiny"], ["samples.parquet"],
+                           lambda d: (d / "samples.parquet").write_bytes(b"")),
+    "tables unknown suite": (["tables", "--suite", "dmcc"], ["'dmcc'"]),
+    # perf
+    "perf no suite": (["perf"], ["--suite"]),
+    "perf unknown suite": (["perf", "--suite", "didatic"], ["'didatic'"]),
+    "perf zero seconds": (["perf", "--suite", "didactic", "--seconds", "0"], ["--seconds"]),
+    "perf negative seconds": (["perf", "--suite", "didactic", "--seconds", "-1"], ["--seconds"]),
+    "perf nan seconds": (["perf", "--suite", "didactic", "--seconds", "nan"], ["--seconds"]),
+    "perf seconds a word": (["perf", "--suite", "didactic", "--seconds", "long"], ["--seconds", "'long'"]),
+    "perf results dir a file": (["--results-dir", "{file}", "perf", "--suite", "didactic"], ["is a file"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capfd, monkeypatch):
+    import sys
+
+    from benchmarks import cli
+
+    argv, names, *setup = BAD_INPUTS[case]
+    monkeypatch.setitem(sys.modules, "benchmarks.orchestrate", None)    # reaching Ray fails at once
+    monkeypatch.chdir(tmp_path)
+    values = {"tmp": str(tmp_path), "file": str(write(tmp_path / "a_file", "x")), "ro": "/proc/b2fb-results",
+              "grid": str(tmp_path / "grid.yaml"), "dataset": str(tmp_path / "dataset"),
+              "binary": str(tmp_path / "binary.yaml")}
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00\x81suite")
+    if setup and isinstance(setup[0], str) and "{grid}" in argv:
+        _setup_grid(tmp_path, setup[0])
+    elif setup and isinstance(setup[0], str):
+        _dmc_dataset(tmp_path, setup[0])
+    elif setup:
+        _damaged_run(tmp_path, setup[0])
+    argv = [a.format(**values) for a in argv]
+    if "--results-dir" not in argv:
+        argv = ["--results-dir", str(tmp_path / "results"), *argv]
+    if "--data-dir" not in argv:
+        argv = ["--data-dir", str(tmp_path / "data"), *argv]
+    code = cli.main(argv)
+    out, err = capfd.readouterr()
+    assert code == 2, (code, out[-1500:], err[-1500:])
+    assert out == "", f"printed before the error: {out[-1500:]!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err[-3000:]
+    assert "Traceback" not in err
+    for name in names:
+        assert name in lines[0], f"{name!r} not in {lines[0]!r}"
+
+
+def test_the_bad_input_table_is_large_and_covers_every_command():
+    commands = {next(a for a in argv if a in ("list", "run", "collect", "tables", "perf"))
+                for argv, *_ in BAD_INPUTS.values()}
+    assert len(BAD_INPUTS) >= 60 and commands == {"list", "run", "collect", "tables", "perf"}

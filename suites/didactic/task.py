@@ -40,6 +40,12 @@ def make_task(cmp: str, path: str | None = None, batch: str = "exact", n_eval_re
     """Entry point of the registry.  `cmp` is a built-in name or "file" (then `path` is required)."""
     if batch not in BATCH_MODES:
         raise UserError(f"didactic task kwarg batch={batch!r} is not one of {', '.join(BATCH_MODES)}")
+    for name, value, low in (("n_eval_rewards", n_eval_rewards, 1), ("reward_seed", reward_seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"didactic task kwarg {name} must be an integer >= {low}, got {value!r}")
+    if gamma is not None and (isinstance(gamma, bool) or not isinstance(gamma, (int, float))
+                              or not 0.0 <= gamma < 1.0):
+        raise UserError(f"didactic task kwarg gamma must be a number in [0, 1), got {gamma!r}")
     if cmp == "file":
         if not path:
             raise UserError("didactic/custom-v0 needs the task kwarg 'path' (a CMP YAML file); "

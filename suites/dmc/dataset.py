@@ -319,7 +319,8 @@ def _check_episode(path: Path, arrays: dict[str, np.ndarray], spec: Domain, leng
 
 
 def load_dataset(path, domain: str, *, skip: int = 0, size: int | None = None,
-                 drop_final_transition: bool = False, verify: bool = True) -> OfflineDataset:
+                 drop_final_transition: bool = False, verify: bool = True,
+                 check_only: bool = False) -> OfflineDataset | None:
     """Read an ExORL-style dataset directory of `domain` (see the module docstring for the convention).
 
     skip, size:  transitions (T per episode), [OS]'s `skip_size` / `dataset_size`: whole episodes, in file
@@ -327,6 +328,8 @@ def load_dataset(path, domain: str, *, skip: int = 0, size: int | None = None,
     drop_final_transition: drop each episode's last row (whose next_action does not exist) instead of
                  giving it a zero next_action as [OS] does.
     verify:      check each loaded file against meta.json's sha256 (datasets collected here).
+    check_only:  read and check every selected file (hashes, arrays, dimensions) but build nothing and
+                 relabel nothing; returns None.  Cheap enough for the driver to run before any trial.
     Rewards come from the files' reward_<task> arrays; files without them (an ExORL download) are
     relabelled from physics with suites.dmc.relabel (point_mass_maze: with the stored actions).
     """
@@ -370,6 +373,11 @@ def load_dataset(path, domain: str, *, skip: int = 0, size: int | None = None,
                             f"corrupt): delete it and re-run the same collect command to regenerate it")
         arrays = read_episode(path_i, data, source)
         _check_episode(path_i, arrays, spec, length, source, directory)
+        if check_only:
+            absent = [t for t in spec.tasks if f"reward_{t}" not in arrays]
+            if absent and source == "b2fb":
+                raise _corrupt(path_i, f"no reward_{absent[0]} array", source)
+            continue
         if not out:
             out = {"obs": np.empty((total, spec.obs_dim), np.float32),
                    "action": np.empty((total, spec.action_dim), np.float32),
@@ -399,6 +407,8 @@ def load_dataset(path, domain: str, *, skip: int = 0, size: int | None = None,
             for task, values in relabel(domain, physics[1:n_rows + 1], actions, tasks=missing).items():
                 rewards[task][rows] = values
         row += n_rows
+    if check_only:
+        return None
     return OfflineDataset(domain=domain, rewards=rewards, last=last,
                           episode_lengths=np.asarray(lengths, dtype=np.int64),
                           episode_rows=np.asarray(rows_per, dtype=np.int64), files=tuple(p.name for p in files),

@@ -29,6 +29,8 @@ from suites.zeroshot import EvalResult, TransitionBatch
 
 __all__ = ["DMCZeroShotTask", "make_zeroshot_task"]
 
+EXPLORERS = ("random", "rnd")  # suites.dmc.collect.EXPLORERS (not imported here: collection is heavy)
+
 
 def make_zeroshot_task(domain: str, dataset: str | None = None, data_root: str | None = None,
                        explorer: str = "rnd", collect_size: str = "cpu", collect_steps: int = 0,
@@ -47,6 +49,13 @@ def make_zeroshot_task(domain: str, dataset: str | None = None, data_root: str |
                         ("eval_episodes", eval_episodes)):
         if int(value) < 1:
             raise UserError(f"dmc/{domain}: task kwarg {name} must be at least 1, got {value}")
+    for name, value, low in (("collect_steps", collect_steps, 0), ("eval_seed", eval_seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"dmc/{domain}: task kwarg {name} must be an integer >= {low}, got {value!r}")
+    if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not 0.0 <= gamma < 1.0:
+        raise UserError(f"dmc/{domain}: task kwarg gamma must be a number in [0, 1), got {gamma!r}")
+    if explorer not in EXPLORERS:
+        raise UserError(f"dmc/{domain}: task kwarg explorer={explorer!r} is not one of {', '.join(EXPLORERS)}")
     if inference_samples > val_size:
         raise UserError(f"dmc/{domain}: inference_samples ({inference_samples}) exceeds val_size ({val_size})")
     chosen = tuple(tasks) if tasks else spec.tasks
@@ -94,6 +103,17 @@ class DMCZeroShotTask:
                     episode_length=self.collect_episode_length)
         else:  # a given dataset (e.g. an ExORL download): fail here, in one line, not inside every trial
             check_present(self.path, self.domain)
+
+    def validate(self) -> None:
+        """Before any trial starts: a given dataset (`collect_steps` 0, e.g. an ExORL download) is read once
+        and checked (presence, layout, dimensions, meta.json hashes; nothing is relabelled), so a bad one is
+        one line here, not a failure inside every trial.  A dataset still to be collected is checked by
+        `prepare`."""
+        if self.collect_steps == 0:
+            from suites.dmc.dataset import check_present, load_dataset
+
+            check_present(self.path, self.domain)
+            load_dataset(self.path, self.domain, size=self.train_size + self.val_size, check_only=True)
 
     def _load(self) -> None:
         if self._train is None:

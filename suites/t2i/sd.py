@@ -1,5 +1,6 @@
 """Stable Diffusion at the `paper` size: a local diffusers folder loaded into a `T2IModel`.
 
+  check_sd_folder(path)         the folder's layout checked without loading anything (one-line UserError)
   load_sd_model(path)           a diffusers Stable Diffusion folder (CompVis/stable-diffusion-v1-4, the
                                 base model of both papers) -> T2IModel, set up as ddpo-pytorch does:
                                 DDIM scheduler converted from the folder's config, frozen VAE / text
@@ -21,7 +22,8 @@ from pathlib import Path
 from suites.errors import UserError
 from suites.t2i.model import T2IModel
 
-__all__ = ["SD_REPO", "load_sd_model", "model_from_pipeline", "build_tiny_sd_folder", "save_lora_diffusers"]
+__all__ = ["SD_REPO", "check_sd_folder", "load_sd_model", "model_from_pipeline", "build_tiny_sd_folder",
+           "save_lora_diffusers"]
 
 SD_REPO = "CompVis/stable-diffusion-v1-4"
 
@@ -68,6 +70,26 @@ def _sha256(file: Path) -> str:
     return digest.hexdigest()
 
 
+def check_sd_folder(path) -> Path:
+    """The resolved folder if it is laid out as a diffusers Stable Diffusion folder (model_index.json,
+    unet/, vae/, text_encoder/ with weights, tokenizer/, scheduler/); a `UserError` naming the folder, what
+    is missing and where to get it otherwise.  Cheap: nothing is loaded (the task calls it before any
+    trial starts)."""
+    if not path:
+        raise UserError(f"the sd model needs model_dir, a local diffusers Stable Diffusion folder; "
+                        f"{_fix(Path('/models/stable-diffusion-v1-4'))}")
+    path = Path(path).expanduser().resolve()
+    if not path.exists():
+        raise UserError(f"Stable Diffusion weights not found: {path} does not exist; {_fix(path)}")
+    if not path.is_dir():
+        raise UserError(f"Stable Diffusion model_dir {path} is a file, not a folder; {_fix(path)}")
+    missing = _missing_parts(path)
+    if missing:
+        raise UserError(f"{path} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}); "
+                        f"{_fix(path)}")
+    return path
+
+
 def load_sd_model(path, *, device: str = "cpu", dtype=None, hash_weights: bool = True) -> T2IModel:
     """A local diffusers Stable Diffusion folder -> T2IModel (frozen parts, DDIM scheduler, no safety checker).
 
@@ -75,13 +97,7 @@ def load_sd_model(path, *, device: str = "cpu", dtype=None, hash_weights: bool =
     by `algorithms.diffusion.core.add_lora` stays fp32).  hash_weights: sha256 of the UNet's, VAE's and
     text encoder's weight files into `T2IModel.hashes` (a few seconds per GB).  Raises UserError for a missing or incomplete folder.
     """
-    path = Path(path).expanduser().resolve()
-    if not path.is_dir():
-        raise UserError(f"Stable Diffusion weights not found: {path} does not exist; {_fix(path)}")
-    missing = _missing_parts(path)
-    if missing:
-        raise UserError(f"{path} is not a diffusers Stable Diffusion folder (missing {', '.join(missing)}); "
-                        f"{_fix(path)}")
+    path = check_sd_folder(path)
     import torch
     from diffusers import StableDiffusionPipeline
 

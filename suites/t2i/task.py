@@ -60,9 +60,11 @@ def make_task(prompt_set: str, model: str = "shapes", model_dir: str | None = No
         raise UserError("the sd model needs model_dir: the path of a local diffusers Stable Diffusion folder "
                         "(e.g. CompVis/stable-diffusion-v1-4 in diffusers format); set it in the grid or with "
                         "--set task.model_dir=PATH")
-    for name, value in (("eval_images_per_prompt", eval_images_per_prompt), ("eval_batch_size", eval_batch_size)):
-        if int(value) < 1:
-            raise UserError(f"t2i task: {name} must be >= 1 (got {value})")
+    for name, value, low in (("eval_images_per_prompt", eval_images_per_prompt, 1),
+                             ("eval_batch_size", eval_batch_size, 1), ("eval_seed", eval_seed, 0),
+                             ("eval_max_prompts", 1 if eval_max_prompts is None else eval_max_prompts, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UserError(f"t2i task: {name} must be an integer >= {low} (got {value!r})")
     if prompt_dir is not None and not Path(prompt_dir).is_dir():
         raise UserError(f"prompt_dir {prompt_dir} is not a directory; point it at a folder holding "
                         f"<group>/<set>_train.txt and <group>/<set>_test.txt (the layout of suites/t2i/prompts/)")

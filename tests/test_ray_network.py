@@ -1,0 +1,101 @@
+"""What a bench exposes to the network: a local Ray listens on loopback only, with token authentication.
+
+A tiny bench runs through the CLI; while a trial trains, the listening sockets of the bench's own processes
+(the CLI and every descendant: GCS, raylet, agents, workers, the trial) are listed with psutil.  The test
+fails on any listener beyond loopback that runs without authentication, and asks for more: every listener
+on loopback, token authentication on, the token file readable by the user alone.  Only sockets are listed
+and only loopback is talked to; no other address is connected to."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+import fixtures
+
+ARGS = ["run", "--suite", "didactic", "--size", "tiny", "--algos", "onestep_fb", "--tasks",
+        "didactic/three-state-v0", "--set", "onestep_fb.num_steps=100000", "--set", "onestep_fb.eval_every=50000",
+        "--no-tables"]
+
+
+def _name(process: psutil.Process) -> str:
+    try:
+        return process.name()
+    except psutil.Error:      # ended meanwhile
+        return ""
+
+
+def test_unauthenticated_listener_check_can_fail():
+    """The helper the test relies on flags exactly what it should."""
+    sockets = [(1, "gcs_server", "::", 1, "token"), (2, "raylet", "0.0.0.0", 2, "disabled"),
+               (3, "raylet", "::ffff:127.0.0.1", 3, None), (4, "agent", "192.0.2.2", 4, None),
+               (5, "worker", "::1", 5, None)]
+    assert [s[0] for s in fixtures.unauthenticated_listeners(sockets)] == [2, 4]
+
+
+def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_path):
+    proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *ARGS), cwd=fixtures.REPO, env=fixtures.cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    bench = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    sockets = []
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            for p in bench.children(recursive=True):
+                seen.setdefault(p.pid, p)
+            names = {_name(p) for p in seen.values()}
+            if any("ImplicitFunc" in n for n in names):       # a trial is training: every server is up
+                time.sleep(1.0)
+                sockets = fixtures.listening_sockets([bench, *bench.children(recursive=True)])
+                break
+            if proc.poll() is not None:
+                pytest.fail(f"the bench ended early: {proc.stderr.read()[-2000:]}")
+            time.sleep(0.3)
+        else:
+            pytest.fail("no trial started within 240 s")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+        fixtures.kill_processes([p for p in seen.values() if p.is_running()])
+    names = {s[1] for s in sockets}
+    assert {"gcs_server", "raylet"} <= names and any("ImplicitFunc" in n for n in names), sockets
+    assert fixtures.unauthenticated_listeners(sockets) == []
+    assert all(fixtures.is_loopback(s[2]) for s in sockets), sockets
+    ray_servers = [s for s in sockets if s[1] in ("gcs_server", "raylet")]
+    assert all(s[4] == "token" for s in ray_servers), ray_servers
+    token = tmp_path / "data" / "ray" / "auth_token"
+    assert token.is_file() and token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+
+
+def test_nothing_of_a_bench_outlives_kill_9_for_long(tmp_path):
+    """After `kill -9` of the bench, its Ray processes go too: GCS and raylet at once (Ray ties them to the
+    driver), the agents and workers through the bench's watchdog (Ray's agents alone linger about 60 s,
+    retrying the dead GCS)."""
+    proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *ARGS), cwd=fixtures.REPO, env=fixtures.cli_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bench = psutil.Process(proc.pid)
+    seen: dict[int, psutil.Process] = {}
+    names: set[str] = set()
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not any("ImplicitFunc" in n for n in names):
+            for p in bench.children(recursive=True):
+                try:
+                    names.add(p.name())
+                    seen.setdefault(p.pid, p)
+                except psutil.Error:
+                    pass
+            assert proc.poll() is None, "the bench ended early"
+            time.sleep(0.3)
+        assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= names, names
+        proc.kill()
+        proc.wait()
+        _, alive = psutil.wait_procs(list(seen.values()), timeout=30)
+        assert alive == [], [p.pid for p in alive]
+    finally:
+        fixtures.kill_processes([p for p in seen.values() if p.is_running()])
