@@ -105,7 +105,7 @@ class Family:
         nominal = tested[tested.p < stats.ALPHA]
         text = (f" Tests: {m} differences ({self.scope}), each a two-sided {self.test}.{self.note} "
                 f"{len(nominal)} {'has' if len(nominal) == 1 else 'have'} p < 0.05 before correction, where "
-                f"{m * stats.ALPHA:.1f} would by chance alone if none were "
+                f"{m * stats.ALPHA:.2g} would by chance alone if none were "
                 f"real. Holding after Holm's correction over these {m} (family-wise error 5%): "
                 f"{listed(tested[tested.holds])}.")
         below = nominal[~nominal.holds]
