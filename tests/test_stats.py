@@ -580,6 +580,7 @@ def test_labelled_sample_grid_cuts_the_tasks_own_grid_and_names_each_prompt(tmp_
     run_dir = tmp_path / "runs" / run
     run_dir.mkdir(parents=True)
     stored = np.concatenate([_grid(images[s], len(prompts[s]), per) for s in ("train", "test")], axis=0)
+    assert (stored[8::9] == 128).all() and (stored[:, 8::9] == 128).all()   # future grids: a grey gutter
     for step in (0, 7):
         Image.fromarray(stored).save(run_dir / f"samples_step{step:05d}.png")
     rows = min(8, GRID_PROMPTS) + 3
