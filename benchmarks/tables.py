@@ -714,9 +714,9 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
     n = seeds_text(curve.seeds)
-    band = (f"band = paired {T_CI} over the seeds (per point, not simultaneous; not corrected for the many points)"
+    band = (f"band = paired {T_CI} over the seeds, per point (not simultaneous, not corrected for the many points)"
             if curve.seeds.max() > 1 else "one seed: no band")
-    fig.suptitle(f"Evaluations during training: mean change over {n}; {band}", fontsize=10)
+    fig.suptitle(f"Evaluations during training: mean change over {n}\n{band}", fontsize=10)
     path = out_figs / "t2i_eval_vs_queries.png"
     save_figure(fig, path)
     return [csv, path]

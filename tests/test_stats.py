@@ -557,7 +557,7 @@ def test_t2i_eval_curve_tracks_each_evaluation_against_reward_queries(tmp_path, 
     assert (curve.delta_ci_low[10], curve.delta_ci_high[10]) == pytest.approx((ci.low, ci.high))
     assert curve.delta_ci_low[5] == pytest.approx(0.01) == curve.delta_ci_high[5]   # both seeds agree
     assert "over 2 seeds" in texts["t2i_eval_vs_queries.png"]
-    assert "paired Student-t 95% CI" in texts["t2i_eval_vs_queries.png"]
+    assert "paired Student-t 95% CI over the seeds, per point" in texts["t2i_eval_vs_queries.png"]
     only_ends = scalars[~((scalars.split == "eval") & (scalars.step == 5))]
     assert t2i_eval_curve(only_ends, tmp_path / "t", tmp_path / "f") == []
 
