@@ -22,6 +22,7 @@ aggregate_iqm`.  Unlike rliable 1.2.0, whose resampler ignores `random_state` (a
 resamples here come from `numpy.random.default_rng(seed)`: the same scores and seed give the same
 interval.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -32,7 +33,7 @@ from scipy import stats as _scipy_stats
 DEFAULT_REPS = 2000
 DEFAULT_SEED = 0
 CONFIDENCE = 0.95
-ALPHA = 0.05            # the level of every test, and the family-wise level after Holm
+ALPHA = 0.05  # the level of every test, and the family-wise level after Holm
 
 
 def iqm(scores: np.ndarray) -> float:
@@ -46,8 +47,10 @@ def mean(scores: np.ndarray) -> float:
 
 # ---- Student-t family ----------------------------------------------------------------------------------
 
-def linear_t(groups: Sequence[np.ndarray], weights: Sequence[float], confidence: float = CONFIDENCE
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+
+def linear_t(
+    groups: Sequence[np.ndarray], weights: Sequence[float], confidence: float = CONFIDENCE
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(point, low, high, p) for theta = sum_k w_k E[x_k], from independent samples x_k.
 
     Each x_k is [..., n_k] (seeds on the last axis; leading axes are batched, for simulations).
@@ -81,14 +84,16 @@ def t_estimate(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[floa
     return _scalar(linear_t([np.asarray(values, float)], [1.0], confidence))
 
 
-def welch_estimate(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE
-                   ) -> tuple[float, float, float, float]:
+def welch_estimate(
+    a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE
+) -> tuple[float, float, float, float]:
     """mean(a) - mean(b) for independent (unpaired) samples: Welch's t interval and test."""
     return _scalar(linear_t([np.asarray(a, float), np.asarray(b, float)], [1.0, -1.0], confidence))
 
 
-def stratified_estimate(groups: Sequence[np.ndarray], weights: Sequence[float] | None = None,
-                        confidence: float = CONFIDENCE) -> tuple[float, float, float, float]:
+def stratified_estimate(
+    groups: Sequence[np.ndarray], weights: Sequence[float] | None = None, confidence: float = CONFIDENCE
+) -> tuple[float, float, float, float]:
     """sum_k w_k mean(x_k) over independent strata (default: equal weights summing to 1)."""
     w = [1.0 / len(groups)] * len(groups) if weights is None else list(weights)
     return _scalar(linear_t([np.asarray(g, float) for g in groups], w, confidence))
@@ -100,10 +105,11 @@ def log_t_estimate(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple[
     Requires every value > 0."""
     x = np.asarray(values, float)
     point, low, high, p = t_estimate(np.log10(x), confidence)
-    return 10 ** point, 10 ** low, 10 ** high, p
+    return 10**point, 10**low, 10**high, p
 
 
 # ---- multiple comparisons ------------------------------------------------------------------------------
+
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
     """Holm's step-down adjusted p-values (reject where adjusted <= alpha; family-wise error <= alpha under
@@ -145,9 +151,14 @@ def _column_indices(idx: np.ndarray, strata: Sequence | None, n_cols: int) -> np
     return idx[..., which.reshape(n_cols)]
 
 
-def interval_estimate(scores: np.ndarray, aggregate: Callable[[np.ndarray], float] = iqm, reps: int = DEFAULT_REPS,
-                      seed: int = DEFAULT_SEED, confidence: float = 0.95, strata: Sequence | None = None
-                      ) -> tuple[float, float, float]:
+def interval_estimate(
+    scores: np.ndarray,
+    aggregate: Callable[[np.ndarray], float] = iqm,
+    reps: int = DEFAULT_REPS,
+    seed: int = DEFAULT_SEED,
+    confidence: float = 0.95,
+    strata: Sequence | None = None,
+) -> tuple[float, float, float]:
     """(point, low, high): the aggregate and its stratified-bootstrap percentile interval.
 
     scores: [n_runs] or [n_runs, n_tasks].  Runs are resampled with replacement independently within each
@@ -163,7 +174,7 @@ def interval_estimate(scores: np.ndarray, aggregate: Callable[[np.ndarray], floa
         return point, point, point
     n_strata = n_tasks if strata is None else len(np.unique(np.asarray(strata)))
     idx = _column_indices(stratified_bootstrap_indices(n_runs, n_strata, reps, seed), strata, n_tasks)
-    resampled = np.take_along_axis(x[None], idx, axis=1)          # [reps, n_runs, n_tasks]
+    resampled = np.take_along_axis(x[None], idx, axis=1)  # [reps, n_runs, n_tasks]
     batched = _BATCHED.get(aggregate)
     values = batched(resampled) if batched else np.array([aggregate(r) for r in resampled])
     alpha = (1.0 - confidence) / 2.0
@@ -171,8 +182,15 @@ def interval_estimate(scores: np.ndarray, aggregate: Callable[[np.ndarray], floa
     return point, float(low), float(high)
 
 
-def bootstrap_coverage(scores: np.ndarray, strata: Sequence | None = None, sims: int = 400, reps: int = 400,
-                       seed: int = DEFAULT_SEED, confidence: float = 0.95, population: int = 4000) -> float:
+def bootstrap_coverage(
+    scores: np.ndarray,
+    strata: Sequence | None = None,
+    sims: int = 400,
+    reps: int = 400,
+    seed: int = DEFAULT_SEED,
+    confidence: float = 0.95,
+    population: int = 4000,
+) -> float:
     """How often `interval_estimate(.., iqm, strata=strata)` covers the IQM it estimates, at this table's
     shape, by simulation: runs are drawn from a normal model with each stratum's observed mean vector and
     covariance over its runs (so its tasks stay correlated as observed); the target is the IQM of
@@ -186,7 +204,9 @@ def bootstrap_coverage(scores: np.ndarray, strata: Sequence | None = None, sims:
     rng = np.random.default_rng(seed)
     resid = (x - x.mean(0)) / np.sqrt(n - 1)
 
-    def draw(shape: tuple[int, ...]) -> np.ndarray:     # [..., runs, tasks], covariance resid.T @ resid per stratum
+    def draw(
+        shape: tuple[int, ...],
+    ) -> np.ndarray:  # [..., runs, tasks], covariance resid.T @ resid per stratum
         z = rng.standard_normal(shape + (n, labels.max() + 1))
         out = np.empty(shape + (t,))
         for k in range(labels.max() + 1):
@@ -197,10 +217,13 @@ def bootstrap_coverage(scores: np.ndarray, strata: Sequence | None = None, sims:
     target = iqm(draw((population,)))
     hits = 0
     for chunk in np.array_split(np.arange(sims), max(1, sims // 50)):
-        data = draw((len(chunk), n))                                          # [s, n, t]
-        idx = _column_indices(rng.integers(0, n, size=(len(chunk), reps, n, labels.max() + 1)),
-                              None if strata is None else labels, t)
-        res = np.take_along_axis(data[:, None], idx, axis=2)                  # [s, reps, n, t]
+        data = draw((len(chunk), n))  # [s, n, t]
+        idx = _column_indices(
+            rng.integers(0, n, size=(len(chunk), reps, n, labels.max() + 1)),
+            None if strata is None else labels,
+            t,
+        )
+        res = np.take_along_axis(data[:, None], idx, axis=2)  # [s, reps, n, t]
         values = _scipy_stats.trim_mean(res.reshape(len(chunk), reps, -1), 0.25, axis=2)
         low, high = np.percentile(values, [50 * (1 - confidence), 50 * (1 + confidence)], axis=1)
         hits += int(np.sum((low <= target + 1e-12) & (target - 1e-12 <= high)))

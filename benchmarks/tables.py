@@ -8,6 +8,7 @@ tests, with p-values and Holm's correction over the table's family, in its foote
 `<name>_tests.csv`.  The papers' own numbers (benchmarks/paper/<suite>.yaml) appear in separate
 reference columns and never enter an aggregate.
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -48,8 +49,9 @@ def fmt_fixed(point: float, low: float, high: float, digits: int = 3) -> str:
 
 def fmt_signed(point: float, low: float, high: float, digits: int = 3) -> str:
     """A difference: the point with its sign ('+0.0012 [-0.0019, 0.0045]')."""
-    return _interval(point, low, high, lambda v: f"{v:.{digits}f}").replace(f"{point:.{digits}f}",
-                                                                           f"{point:+.{digits}f}", 1)
+    return _interval(point, low, high, lambda v: f"{v:.{digits}f}").replace(
+        f"{point:.{digits}f}", f"{point:+.{digits}f}", 1
+    )
 
 
 def seeds_text(counts) -> str:
@@ -57,8 +59,11 @@ def seeds_text(counts) -> str:
     counts = sorted({int(c) for c in counts})
     if not counts:
         return "no seeds"
-    return f"{counts[0]} seed{'s' if counts[0] != 1 else ''}" if len(counts) == 1 else \
-        f"{counts[0]}-{counts[-1]} seeds"
+    return (
+        f"{counts[0]} seed{'s' if counts[0] != 1 else ''}"
+        if len(counts) == 1
+        else f"{counts[0]}-{counts[-1]} seeds"
+    )
 
 
 def fmt_p(p: float) -> str:
@@ -75,8 +80,17 @@ class Family:
 
     def add(self, label: str, estimate: tuple[float, float, float, float], text: str, **extra) -> None:
         point, low, high, p = estimate
-        self.rows.append({"difference": label, "estimate": point, "ci_low": low, "ci_high": high, "p": p,
-                          "shown": text, **extra})
+        self.rows.append(
+            {
+                "difference": label,
+                "estimate": point,
+                "ci_low": low,
+                "ci_high": high,
+                "p": p,
+                "shown": text,
+                **extra,
+            }
+        )
 
     def frame(self) -> pd.DataFrame:
         frame = pd.DataFrame(self.rows)
@@ -95,19 +109,28 @@ class Family:
         m = len(tested)
         untestable = len(frame) - m
         if m == 0:
-            return (f" Tests: none possible ({len(frame)} differences, {self.scope}, have no spread over seeds "
-                    f"to test against: one seed, or identical values).")
+            return (
+                f" Tests: none possible ({len(frame)} differences, {self.scope}, have no spread over seeds "
+                f"to test against: one seed, or identical values)."
+            )
 
         def listed(rows: pd.DataFrame) -> str:
-            return "; ".join(f"{r.difference} {r.shown} (p = {fmt_p(r.p)}, Holm {fmt_p(r.p_holm)})"
-                             for r in rows.sort_values("p", kind="stable").itertuples()) or "none"
+            return (
+                "; ".join(
+                    f"{r.difference} {r.shown} (p = {fmt_p(r.p)}, Holm {fmt_p(r.p_holm)})"
+                    for r in rows.sort_values("p", kind="stable").itertuples()
+                )
+                or "none"
+            )
 
         nominal = tested[tested.p < stats.ALPHA]
-        text = (f" Tests: {m} differences ({self.scope}), each a two-sided {self.test}.{self.note} "
-                f"{len(nominal)} {'has' if len(nominal) == 1 else 'have'} p < 0.05 before correction, where "
-                f"{m * stats.ALPHA:.2g} would by chance alone if none were "
-                f"real. Holding after Holm's correction over these {m} (family-wise error 5%): "
-                f"{listed(tested[tested.holds])}.")
+        text = (
+            f" Tests: {m} differences ({self.scope}), each a two-sided {self.test}.{self.note} "
+            f"{len(nominal)} {'has' if len(nominal) == 1 else 'have'} p < 0.05 before correction, where "
+            f"{m * stats.ALPHA:.2g} would by chance alone if none were "
+            f"real. Holding after Holm's correction over these {m} (family-wise error 5%): "
+            f"{listed(tested[tested.holds])}."
+        )
         below = nominal[~nominal.holds]
         if len(below):
             text += f" p < 0.05 before correction only, not claimed: {listed(below)}."
@@ -116,8 +139,15 @@ class Family:
         return text
 
 
-def write_table(frame: pd.DataFrame, raw: pd.DataFrame, out_dir: Path, name: str, title: str, footer: str,
-                tests: pd.DataFrame | None = None) -> list[Path]:
+def write_table(
+    frame: pd.DataFrame,
+    raw: pd.DataFrame,
+    out_dir: Path,
+    name: str,
+    title: str,
+    footer: str,
+    tests: pd.DataFrame | None = None,
+) -> list[Path]:
     """Write <name>.md (title, table, footer), <name>.tex (booktabs + footnote), <name>.csv (raw numbers)
     and, for a table that tests differences, <name>_tests.csv (every test, p and Holm-adjusted p)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +184,7 @@ def method_pairs(algos: list[str], baselines: set[str], reference: str | None) -
     then every pair of learned methods (later in `algos` minus earlier).  Any algorithm name works."""
     learned = [a for a in algos if a not in baselines]
     pairs = [(a, reference) for a in learned if reference in algos]
-    pairs += [(b, a) for i, a in enumerate(learned) for b in learned[i + 1:]]
+    pairs += [(b, a) for i, a in enumerate(learned) for b in learned[i + 1 :]]
     return pairs
 
 
@@ -178,15 +208,20 @@ def _didactic_estimate(values: np.ndarray, log: bool) -> tuple[tuple[float, floa
     return stats.t_estimate(values), False
 
 
-def didactic_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-                    ) -> list[Path]:
+def didactic_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
     paper = paper_values("didactic").get("final_errors", {})
     final = final_eval(scalars)
-    algos = [a for a in DIDACTIC_ORDER if a in set(final.algorithm)] + sorted(set(final.algorithm)
-                                                                             - set(DIDACTIC_ORDER))
-    family = Family("Welch t-test over seeds", "every metric of every CMP, each pair of methods",
-                    " Unpaired: methods share no training seed and the ground truth is exact. On log10 for the "
-                    "errors, so the estimate is a ratio of geometric means.")
+    algos = [a for a in DIDACTIC_ORDER if a in set(final.algorithm)] + sorted(
+        set(final.algorithm) - set(DIDACTIC_ORDER)
+    )
+    family = Family(
+        "Welch t-test over seeds",
+        "every metric of every CMP, each pair of methods",
+        " Unpaired: methods share no training seed and the ground truth is exact. On log10 for the "
+        "errors, so the estimate is a ratio of geometric means.",
+    )
     display_rows, raw_rows, seeds_seen, arithmetic = [], [], [], []
     per_cell: dict[tuple[str, str, str], np.ndarray] = {}
     for (task_id, algo), group in sorted(final.groupby(["task_id", "algorithm"]), key=lambda kv: kv[0]):
@@ -202,10 +237,20 @@ def didactic_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, mis
             row[title] = fmt(point, low, high) + ("" if on_log or not log else " †")
             if log and not on_log:
                 arithmetic.append(f"{cmp} {METHOD_NAMES.get(algo, algo)} {title}")
-            raw_rows.append({"task_id": task_id, "algorithm": algo, "metric": metric, "seeds": n_seeds, "step": steps,
-                             "estimator": "geometric mean" if on_log else "mean", "point": point,
-                             "ci_low": low, "ci_high": high,
-                             "paper_approx": paper.get(cmp, {}).get(algo, {}).get(paper_key) if paper_key else None})
+            raw_rows.append(
+                {
+                    "task_id": task_id,
+                    "algorithm": algo,
+                    "metric": metric,
+                    "seeds": n_seeds,
+                    "step": steps,
+                    "estimator": "geometric mean" if on_log else "mean",
+                    "point": point,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "paper_approx": paper.get(cmp, {}).get(algo, {}).get(paper_key) if paper_key else None,
+                }
+            )
             if paper_key:
                 ref = paper.get(cmp, {}).get(algo, {}).get(paper_key)
                 row[f"{title} (paper, approx.)"] = "–" if ref is None else f"≈{ref:.0e}"
@@ -216,43 +261,65 @@ def didactic_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, mis
                 x, y = per_cell.get((task_id, a, metric)), per_cell.get((task_id, b, metric))
                 if x is None or y is None or not len(x) or not len(y):
                     continue
-                label = f"{METHOD_NAMES.get(a, a)} vs {METHOD_NAMES.get(b, b)}, {task_id.split('/', 1)[1]} {title}"
+                cmp = task_id.split("/", 1)[1]
+                label = f"{METHOD_NAMES.get(a, a)} vs {METHOD_NAMES.get(b, b)}, {cmp} {title}"
                 if log and (x > 0).all() and (y > 0).all():
                     d, lo, hi, p = stats.welch_estimate(np.log10(x), np.log10(y))
-                    family.add(label, (10 ** d, 10 ** lo, 10 ** hi, p), "ratio " + fmt_sci(10 ** d, 10 ** lo, 10 ** hi))
+                    family.add(label, (10**d, 10**lo, 10**hi, p), "ratio " + fmt_sci(10**d, 10**lo, 10**hi))
                 else:
                     est = stats.welch_estimate(x, y)
                     family.add(label, est, "difference " + fmt_signed(*est[:3]))
     frame = pd.DataFrame(display_rows)
     tests = family.frame()
-    footer = (f"Cells: for the errors, the geometric mean over seeds with a {T_CI} computed on log10 "
-              f"(errors span orders of magnitude; exact if the log-errors are normal); greedy match: the "
-              f"mean with a {T_CI}"
-              + (f"; † = arithmetic mean with a {T_CI} (a seed's value is not > 0): {', '.join(arithmetic)}"
-                 if arithmetic else "")
-              + f". {seeds_text(seeds_seen)} per cell. Final checkpoint, not the best."
-              + family.footer()
-              + " Paper columns: approximate final errors read off the one-step FB paper's website figure "
-              "(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
-              "ours is in benchmarks/configs/didactic.yaml."
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed (see `b2fb collect`)."
-                 if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw_rows), out_tables, "didactic_errors",
-                        "Didactic CMPs: final errors against exact ground truth", footer, tests)
+    footer = (
+        f"Cells: for the errors, the geometric mean over seeds with a {T_CI} computed on log10 "
+        f"(errors span orders of magnitude; exact if the log-errors are normal); greedy match: the "
+        f"mean with a {T_CI}"
+        + (
+            f"; † = arithmetic mean with a {T_CI} (a seed's value is not > 0): {', '.join(arithmetic)}"
+            if arithmetic
+            else ""
+        )
+        + f". {seeds_text(seeds_seen)} per cell. Final checkpoint, not the best."
+        + family.footer()
+        + " Paper columns: approximate final errors read off the one-step FB paper's website figure "
+        "(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
+        "ours is in benchmarks/configs/didactic.yaml."
+        + (
+            f" INCOMPLETE: {missing} runs of this grid are missing or failed (see `b2fb collect`)."
+            if missing
+            else ""
+        )
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw_rows),
+        out_tables,
+        "didactic_errors",
+        "Didactic CMPs: final errors against exact ground truth",
+        footer,
+        tests,
+    )
     paths.append(didactic_error_figure(scalars, out_figs / "didactic_error_vs_steps.png"))
     return paths
 
 
 def didactic_error_figure(scalars: pd.DataFrame, path: Path) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metrics = [(m, t) for m, t, _, _, log in DIDACTIC_METRICS if log]
     ev = scalars[scalars.split == "eval"]
     tasks = sorted(ev.task_id.unique())
-    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(tasks) + 0.3),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(metrics),
+        figsize=(4.2 * len(metrics), 3.2 * len(tasks) + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
     colors = {"fb": "tab:blue", "onestep_fb": "tab:orange", "fb_zheng": "tab:green"}
     seeds = set()
     floor = 1e-16
@@ -264,42 +331,62 @@ def didactic_error_figure(scalars: pd.DataFrame, path: Path) -> Path:
                 table = g.pivot_table(index="step", columns="seed", values="value")
                 seeds.add(table.shape[1])
                 steps = table.index.to_numpy()
-                est = np.array([_didactic_estimate(row.dropna().to_numpy(), True)[0][:3]
-                                for _, row in table.iterrows()])
-                ax.plot(steps, np.maximum(est[:, 0], floor), label=f"{METHOD_NAMES.get(algo, algo)} "
-                        f"(n = {table.shape[1]})", color=colors.get(algo))
+                est = np.array(
+                    [_didactic_estimate(row.dropna().to_numpy(), True)[0][:3] for _, row in table.iterrows()]
+                )
+                ax.plot(
+                    steps,
+                    np.maximum(est[:, 0], floor),
+                    label=f"{METHOD_NAMES.get(algo, algo)} (n = {table.shape[1]})",
+                    color=colors.get(algo),
+                )
                 if table.shape[1] > 1:
-                    ax.fill_between(steps, np.maximum(est[:, 1], floor), np.maximum(est[:, 2], floor), alpha=0.25,
-                                    color=colors.get(algo))
+                    ax.fill_between(
+                        steps,
+                        np.maximum(est[:, 1], floor),
+                        np.maximum(est[:, 2], floor),
+                        alpha=0.25,
+                        color=colors.get(algo),
+                    )
             ax.set_yscale("log")
             ax.set_title(f"{task_id.split('/', 1)[1]}: {title}", fontsize=10)
             ax.set_xlabel("gradient steps")
             ax.grid(True, which="major", alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.suptitle(f"Error against exact ground truth: geometric mean over {seeds_text(seeds)}; band = "
-                 f"{T_CI} on log10 over the seeds", fontsize=11)
+    fig.suptitle(
+        f"Error against exact ground truth: geometric mean over {seeds_text(seeds)}; band = "
+        f"{T_CI} on log10 over the seeds",
+        fontsize=11,
+    )
     save_figure(fig, path)
     return path
 
 
 # ---- dmc ---------------------------------------------------------------------------------------------------
 DMC_ORDER = ["fb", "onestep_fb", "uniform_random", "zero_action"]
-DMC_NAMES = {"fb": "FB", "onestep_fb": "one-step FB", "uniform_random": "uniform random",
-             "zero_action": "zero action"}
-DMC_BASELINES = {"uniform_random", "zero_action"}     # reference policies: compared against, not with each other
+DMC_NAMES = {
+    "fb": "FB",
+    "onestep_fb": "one-step FB",
+    "uniform_random": "uniform random",
+    "zero_action": "zero action",
+}
+DMC_BASELINES = {"uniform_random", "zero_action"}  # reference policies: compared against, not with each other
 DMC_REFERENCE = "uniform_random"
-DMC_PAIRING = (" Unpaired: every run is evaluated on the same 10 start states (environment seeds eval_seed to "
-               "eval_seed + 9), a fixed part of the benchmark that seed k of one method shares with every seed "
-               "of another, and methods share no training seed, so there is nothing to pair by.")
+DMC_PAIRING = (
+    " Unpaired: every run is evaluated on the same 10 start states (environment seeds eval_seed to "
+    "eval_seed + 9), a fixed part of the benchmark that seed k of one method shares with every seed "
+    "of another, and methods share no training seed, so there is nothing to pair by."
+)
 
 
 def _dmc_name(algo: str) -> str:
     return DMC_NAMES.get(algo, algo)
 
 
-def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-               ) -> list[Path]:
+def dmc_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
     """Domains x tasks, mean return over seeds with a Student-t 95% CI, per-domain overall; the paper's
     FB and one-step FB numbers in separate columns; the methods' differences tested (Welch, Holm); IQM of
     normalised scores and performance profiles."""
@@ -308,13 +395,19 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     paper = paper_values("dmc")
     final = final_eval(scalars)
     final = final[final.metric.str.endswith("/return")].copy()
-    final["domain"] = final.task_id.str.split("/").str[1].str.replace("-zeroshot-v0", "", regex=False).str.replace(
-        "-", "_")
+    final["domain"] = (
+        final.task_id.str.split("/").str[1].str.replace("-zeroshot-v0", "", regex=False).str.replace("-", "_")
+    )
     final["task"] = final.metric.str[: -len("/return")]
-    algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(set(final.algorithm) - set(DMC_ORDER))
-    family = Family("Welch t-test over seeds",
-                    "every task and domain-overall row, each learned method against uniform random and "
-                    "against each other learned method", DMC_PAIRING)
+    algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(
+        set(final.algorithm) - set(DMC_ORDER)
+    )
+    family = Family(
+        "Welch t-test over seeds",
+        "every task and domain-overall row, each learned method against uniform random and "
+        "against each other learned method",
+        DMC_PAIRING,
+    )
     rows, raw, seeds_seen = [], [], []
     for domain in [d for d in DOMAINS if d in set(final.domain)]:
         sub = final[final.domain == domain]
@@ -334,39 +427,66 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                 seeds_seen.append(len(values))
                 point, low, high, _ = stats.t_estimate(values)
                 row[_dmc_name(algo)] = _interval(point, low, high, lambda v: f"{v:.0f}")
-                raw.append({"domain": domain, "task": task, "algorithm": algo, "seeds": len(values),
-                            "mean": point, "ci_low": low, "ci_high": high})
+                raw.append(
+                    {
+                        "domain": domain,
+                        "task": task,
+                        "algorithm": algo,
+                        "seeds": len(values),
+                        "mean": point,
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
             for algo in ("fb", "onestep_fb"):
-                ref = (paper.get("overall", {}).get(domain, {}) if task == "overall"
-                       else paper.get("returns", {}).get(domain, {}).get(task, {})).get(algo)
+                ref = (
+                    paper.get("overall", {}).get(domain, {})
+                    if task == "overall"
+                    else paper.get("returns", {}).get(domain, {}).get(task, {})
+                ).get(algo)
                 row[f"{DMC_NAMES[algo]} (paper)"] = "–" if ref is None else f"{ref[0]} ± {ref[1]}"
             rows.append(row)
             for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
                 if a in values_of and b in values_of:
                     est = stats.welch_estimate(values_of[a], values_of[b])
-                    family.add(f"{_dmc_name(a)} − {_dmc_name(b)} on {domain} {task}", est,
-                               _interval(*est[:3], lambda v: f"{v:+.0f}"))
+                    family.add(
+                        f"{_dmc_name(a)} − {_dmc_name(b)} on {domain} {task}",
+                        est,
+                        _interval(*est[:3], lambda v: f"{v:+.0f}"),
+                    )
     frame = pd.DataFrame(rows)
     tests = family.frame()
-    footer = (f"Cells: mean undiscounted return over seeds with a {T_CI}; {seeds_text(seeds_seen)} per cell; "
-              f"final checkpoint. 'overall' = mean over the domain's tasks per seed. Each run is evaluated on "
-              f"the same 10 episodes' start states, so the intervals are over training seeds (and action "
-              f"noise) at those start states." + family.footer()
-              + " Paper columns: the one-step FB paper's reported numbers (RND 5M data, 1M steps, full-size "
-              "nets; fb.md §5.3), for reference only, never aggregated with ours."
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw), out_tables, "dmc_returns",
-                        "Zero-shot returns on DMC (ExORL tasks)", footer, tests)
+    footer = (
+        f"Cells: mean undiscounted return over seeds with a {T_CI}; {seeds_text(seeds_seen)} per cell; "
+        f"final checkpoint. 'overall' = mean over the domain's tasks per seed. Each run is evaluated on "
+        f"the same 10 episodes' start states, so the intervals are over training seeds (and action "
+        f"noise) at those start states."
+        + family.footer()
+        + " Paper columns: the one-step FB paper's reported numbers (RND 5M data, 1M steps, full-size "
+        "nets; fb.md §5.3), for reference only, never aggregated with ours."
+        + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else "")
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw),
+        out_tables,
+        "dmc_returns",
+        "Zero-shot returns on DMC (ExORL tasks)",
+        footer,
+        tests,
+    )
     paths += dmc_aggregate(final, algos, out_tables, out_figs, reps, seed)
     return paths
 
 
-def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_figs: Path, reps: int, seed: int
-                  ) -> list[Path]:
+def dmc_aggregate(
+    final: pd.DataFrame, algos: list[str], out_tables: Path, out_figs: Path, reps: int, seed: int
+) -> list[Path]:
     """Normalised returns (return / episode length, i.e. / max return) aggregated over seeds x tasks: the
     mean with a stratified Student-t CI over domains, the IQM with the stratified bootstrap and that
     bootstrap's simulated coverage; the methods' mean differences tested; performance profiles."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -375,7 +495,9 @@ def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_f
     final = final.assign(score=final.value / final.domain.map(lambda d: DOMAINS[d].episode_length))
     rows, matrices, domain_means, weights = [], {}, {}, {}
     for algo in algos:
-        m = final[final.algorithm == algo].pivot_table(index="seed", columns=["domain", "task"], values="score")
+        m = final[final.algorithm == algo].pivot_table(
+            index="seed", columns=["domain", "task"], values="score"
+        )
         m = m.dropna(axis=0)
         matrices[algo] = m
         domains = m.columns.get_level_values("domain")
@@ -384,17 +506,27 @@ def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_f
         groups = {d: m.loc[:, domains == d].mean(axis=1).to_numpy() for d in dict.fromkeys(domains)}
         domain_means[algo] = groups
         weights[algo] = {d: float((domains == d).sum()) / m.shape[1] for d in groups}
-        point, low, high = stats.interval_estimate(m.to_numpy(), stats.iqm, reps=reps, seed=seed,
-                                                   strata=list(domains))
+        point, low, high = stats.interval_estimate(
+            m.to_numpy(), stats.iqm, reps=reps, seed=seed, strata=list(domains)
+        )
         coverage = stats.bootstrap_coverage(m.to_numpy(), strata=list(domains), seed=seed)
         mean_est = stats.stratified_estimate(list(groups.values()), list(weights[algo].values()))
-        rows.append({"method": _dmc_name(algo), "seeds": m.shape[0], "tasks": m.shape[1],
-                     "mean normalised return": fmt_fixed(*mean_est[:3]),
-                     "IQM normalised return": fmt_fixed(point, low, high),
-                     "IQM interval's simulated coverage": "–" if np.isnan(coverage) else f"{100 * coverage:.0f}%"})
-    family = Family("stratified Welch t-test over seeds within domains",
-                    "mean normalised return, each learned method against uniform random and against each other "
-                    "learned method", DMC_PAIRING)
+        rows.append(
+            {
+                "method": _dmc_name(algo),
+                "seeds": m.shape[0],
+                "tasks": m.shape[1],
+                "mean normalised return": fmt_fixed(*mean_est[:3]),
+                "IQM normalised return": fmt_fixed(point, low, high),
+                "IQM interval's simulated coverage": "–" if np.isnan(coverage) else f"{100 * coverage:.0f}%",
+            }
+        )
+    family = Family(
+        "stratified Welch t-test over seeds within domains",
+        "mean normalised return, each learned method against uniform random and against each other "
+        "learned method",
+        DMC_PAIRING,
+    )
     for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
         if list(domain_means[a]) != list(domain_means[b]):
             continue
@@ -404,21 +536,28 @@ def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_f
         family.add(f"{_dmc_name(a)} − {_dmc_name(b)}", est, fmt_signed(*est[:3]))
     frame = pd.DataFrame(rows)
     tests = family.frame()
-    footer = (f"Normalised return = return / maximum return (episode length), over seeds x tasks. Mean: "
-              f"{T_CI} stratified by domain (each domain's per-seed mean over its tasks, weighted by its tasks; "
-              f"Welch-Satterthwaite degrees of freedom). IQM: the stratified bootstrap's percentile interval "
-              f"(rliable's convention, {reps} resamples, bootstrap seed {seed}; seeds resampled within each "
-              f"domain, a domain's tasks together since one run evaluates them all). It is NOT a calibrated 95% "
-              f"CI at these seed counts: its coverage, simulated at this table's shape (normal seeds with each "
-              f"domain's observed means and covariance), is in the last column." + family.footer())
-    paths = write_table(frame, frame, out_tables, "dmc_aggregate", "Zero-shot DMC: aggregate scores", footer, tests)
+    footer = (
+        f"Normalised return = return / maximum return (episode length), over seeds x tasks. Mean: "
+        f"{T_CI} stratified by domain (each domain's per-seed mean over its tasks, weighted by its tasks; "
+        f"Welch-Satterthwaite degrees of freedom). IQM: the stratified bootstrap's percentile interval "
+        f"(rliable's convention, {reps} resamples, bootstrap seed {seed}; seeds resampled within each "
+        f"domain, a domain's tasks together since one run evaluates them all). It is NOT a calibrated 95% "
+        f"CI at these seed counts: its coverage, simulated at this table's shape (normal seeds with each "
+        f"domain's observed means and covariance), is in the last column." + family.footer()
+    )
+    paths = write_table(
+        frame, frame, out_tables, "dmc_aggregate", "Zero-shot DMC: aggregate scores", footer, tests
+    )
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
     top = max(float(np.nanmax(m.to_numpy())) for m in matrices.values()) if matrices else 1.0
     taus = np.linspace(0, min(1.0, top * 1.05 + 1e-9), 201)
     for algo in algos:
         x = matrices[algo].to_numpy().ravel()
-        ax.plot(taus, [(x > t).mean() for t in taus], label=f"{_dmc_name(algo)} "
-                f"({matrices[algo].shape[0]} seeds × {matrices[algo].shape[1]} tasks)")
+        ax.plot(
+            taus,
+            [(x > t).mean() for t in taus],
+            label=f"{_dmc_name(algo)} ({matrices[algo].shape[0]} seeds × {matrices[algo].shape[1]} tasks)",
+        )
     ax.set_xlim(0, taus[-1])
     ax.set_xlabel("normalised return threshold τ (axis ends past the best run × task)")
     ax.set_ylabel("fraction of runs × tasks > τ")
@@ -449,7 +588,7 @@ T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
 
 
 def _t2i_evaluations(scalars: pd.DataFrame) -> pd.DataFrame:
-    """The evaluation rows, with a metric 'train/clipscore' split into split_name 'train' and name 'clipscore'."""
+    """The evaluation rows, a metric 'train/clipscore' split into split_name 'train' and name 'clipscore'."""
     ev = scalars[scalars.split == "eval"]
     parts = ev.metric.str.split("/", n=1)
     return ev.assign(split_name=parts.str[0], name=parts.str[1])
@@ -472,9 +611,18 @@ def _t2i_estimate(values: pd.Series | pd.DataFrame) -> tuple[float, float, float
     return stats.t_estimate(values.dropna().to_numpy())
 
 
-def _t2i_difference(raw: list[dict], family: Family, task: str, split: str, metric: str, algo: str, against: str,
-                    final: pd.Series | pd.DataFrame, reference: pd.Series | pd.DataFrame, digits: int
-                    ) -> str | None:
+def _t2i_difference(
+    raw: list[dict],
+    family: Family,
+    task: str,
+    split: str,
+    metric: str,
+    algo: str,
+    against: str,
+    final: pd.Series | pd.DataFrame,
+    reference: pd.Series | pd.DataFrame,
+    digits: int,
+) -> str | None:
     """Paired difference final - reference (indexed by seed; columns = prompt sets for the pooled row): its
     mean with a paired t interval (stratified over sets when pooled), appended to `raw` and tested in
     `family`; returns the cell text, None when no seed is paired."""
@@ -482,15 +630,30 @@ def _t2i_difference(raw: list[dict], family: Family, task: str, split: str, metr
     if diff.empty:
         return None
     point, low, high, p = _t2i_estimate(diff)
-    raw.append({"task": task, "split": split, "metric": metric, "algorithm": algo, "against": against,
-                "seeds": int(diff.shape[0]), "final": float(final.to_numpy().mean()),
-                "reference": float(reference.to_numpy().mean()), "delta": point, "delta_ci_low": low,
-                "delta_ci_high": high, "p": p})
+    raw.append(
+        {
+            "task": task,
+            "split": split,
+            "metric": metric,
+            "algorithm": algo,
+            "against": against,
+            "seeds": int(diff.shape[0]),
+            "final": float(final.to_numpy().mean()),
+            "reference": float(reference.to_numpy().mean()),
+            "delta": point,
+            "delta_ci_low": low,
+            "delta_ci_high": high,
+            "p": p,
+        }
+    )
     text = fmt_signed(point, low, high, digits)
     versus = "base" if against == "base" else "control"
     title = dict((m, t) for m, t, _ in T2I_METRICS).get(metric, metric)
-    family.add(f"{T2I_NAMES.get(algo, algo)} − {versus}, {_set_name(task)} {split} {title}",
-               (point, low, high, p), text)
+    family.add(
+        f"{T2I_NAMES.get(algo, algo)} − {versus}, {_set_name(task)} {split} {title}",
+        (point, low, high, p),
+        text,
+    )
     return text
 
 
@@ -499,16 +662,22 @@ def _t2i_eval_size(samples: pd.DataFrame | None) -> str:
     if samples is None or samples.empty:
         return ""
     first = samples[samples.step == samples.groupby("run_id").step.transform("min")]
-    per = first.groupby(["task_id", "split"]).agg(prompts=("prompt", "nunique"),
-                                                 images=("image", lambda s: int(s.max()) + 1))
-    sizes = "; ".join(f"{_set_name(t)} {int(g.loc[(t, 'train'), 'prompts']) if (t, 'train') in g.index else 0} "
-                      f"train / {int(g.loc[(t, 'test'), 'prompts']) if (t, 'test') in g.index else 0} test"
-                      for t, g in per.groupby(level=0))
+    per = first.groupby(["task_id", "split"]).agg(
+        prompts=("prompt", "nunique"), images=("image", lambda s: int(s.max()) + 1)
+    )
+    sizes = "; ".join(
+        f"{_set_name(t)} {int(g.loc[(t, 'train'), 'prompts']) if (t, 'train') in g.index else 0} "
+        f"train / {int(g.loc[(t, 'test'), 'prompts']) if (t, 'test') in g.index else 0} test"
+        for t, g in per.groupby(level=0)
+    )
     images = sorted(set(per.images))
-    return (f" Evaluation per run and split: the split's first prompts up to the grid's eval_max_prompts ({sizes} "
-            f"prompts), {'/'.join(str(i) for i in images)} images each, so each cell judges at most "
-            f"{int(per.prompts.max()) * max(images)} images per run; inference is about these prompts, not "
-            f"the whole prompt set.")
+    return (
+        f" Evaluation per run and split: the split's first prompts up to the grid's eval_max_prompts "
+        f"({sizes} "
+        f"prompts), {'/'.join(str(i) for i in images)} images each, so each cell judges at most "
+        f"{int(per.prompts.max()) * max(images)} images per run; inference is about these prompts, not "
+        f"the whole prompt set."
+    )
 
 
 def _t2i_samples(out_tables: Path, run_ids: set[str]) -> pd.DataFrame | None:
@@ -519,8 +688,9 @@ def _t2i_samples(out_tables: Path, run_ids: set[str]) -> pd.DataFrame | None:
     return samples[samples.run_id.isin(run_ids)]
 
 
-def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-               ) -> list[Path]:
+def t2i_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
     """Prompt sets x split x metric: the base model (each run's step-0 evaluation, on the same noise as
     its final one) beside each fine-tuned method, mean over seeds with a Student-t 95% CI, and the paired
     differences, tested with Holm's correction; plus the reward against reward queries (figure) and
@@ -530,11 +700,13 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
     base, final = ev[ev.step == 0], ev[ev.step == last]
     algos = sorted(set(final.algorithm))
     samples = _t2i_samples(out_tables, set(scalars.run_id))
-    family = Family("paired t-test over seeds",
-                    "every difference the table prints, all metrics, sets, splits and the pooled rows",
-                    " Paired: '− base' compares a run's final model with its own base model on the same evaluation "
-                    "noise, '− control' a method with its control on the same seed's noise; the 'all sets' rows "
-                    "are stratified over prompt sets (Welch-Satterthwaite df).")
+    family = Family(
+        "paired t-test over seeds",
+        "every difference the table prints, all metrics, sets, splits and the pooled rows",
+        " Paired: '− base' compares a run's final model with its own base model on the same evaluation "
+        "noise, '− control' a method with its control on the same seed's noise; the 'all sets' rows "
+        "are stratified over prompt sets (Welch-Satterthwaite df).",
+    )
     rows, raw, seeds_seen = [], [], []
 
     def cell(values: pd.Series | pd.DataFrame, digits: int) -> str:
@@ -555,46 +727,74 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                 for algo in algos:
                     g = final[sel & (final.algorithm == algo)].sort_values("seed")
                     seeds_seen.append(len(g))
-                    row[T2I_NAMES.get(algo, algo)] = cell(g.set_index("seed").value, digits) if len(g) else "–"
+                    row[T2I_NAMES.get(algo, algo)] = (
+                        cell(g.set_index("seed").value, digits) if len(g) else "–"
+                    )
                     finals[algo] = g.set_index("seed").value
                     if len(g) and len(values):
                         gb = b[b.algorithm == algo].set_index("seed").value
-                        d = _t2i_difference(raw, family, task, split, metric, algo, "base", finals[algo], gb, digits)
+                        d = _t2i_difference(
+                            raw, family, task, split, metric, algo, "base", finals[algo], gb, digits
+                        )
                         if d is not None:
                             row[f"{T2I_NAMES.get(algo, algo)} − base"] = d
                 for algo, control in T2I_CONTROLS.items():
                     if algo in finals and control in finals:
-                        d = _t2i_difference(raw, family, task, split, metric, algo, control, finals[algo],
-                                            finals[control], digits)
+                        d = _t2i_difference(
+                            raw,
+                            family,
+                            task,
+                            split,
+                            metric,
+                            algo,
+                            control,
+                            finals[algo],
+                            finals[control],
+                            digits,
+                        )
                         if d is not None:
                             row[f"{T2I_NAMES.get(algo, algo)} − control"] = d
                 rows.append(row)
     rows += _t2i_pooled_rows(base, final, algos, raw, family)
     frame = pd.DataFrame(rows).fillna("–")
     tests = family.frame()
-    control_note = (" '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
-                    "shuffled) by seed, on the same evaluation noise." if any(r["against"] != "base" for r in raw)
-                    else "")
-    footer = (f"Cells: mean over seeds with a {T_CI} ({seeds_text(seeds_seen)} per cell); 'all sets': the mean "
-              f"over prompt sets of each set's mean over seeds, {T_CI} stratified by set. 'base' = each run's "
-              f"evaluation before fine-tuning (LoRA at zero), on the same evaluation noise as its final "
-              f"evaluation, so '− base' is a paired difference (paired t).{control_note}"
-              + _t2i_eval_size(samples)
-              + " clipscore = cosine similarity in the reward model's embedding (the training reward unless a "
-              "JPEG row names another); oracle = the exact pixel judge that training never sees (graded: share "
-              "of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of one prompt's "
-              "images." + family.footer()
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
-                        "Text-to-image alignment: base vs fine-tuned", footer, tests)
+    control_note = (
+        " '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
+        "shuffled) by seed, on the same evaluation noise."
+        if any(r["against"] != "base" for r in raw)
+        else ""
+    )
+    footer = (
+        f"Cells: mean over seeds with a {T_CI} ({seeds_text(seeds_seen)} per cell); 'all sets': the mean "
+        f"over prompt sets of each set's mean over seeds, {T_CI} stratified by set. 'base' = each run's "
+        f"evaluation before fine-tuning (LoRA at zero), on the same evaluation noise as its final "
+        f"evaluation, so '− base' is a paired difference (paired t).{control_note}"
+        + _t2i_eval_size(samples)
+        + " clipscore = cosine similarity in the reward model's embedding (the training reward unless a "
+        "JPEG row names another); oracle = the exact pixel judge that training never sees (graded: share "
+        "of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of one prompt's "
+        "images."
+        + family.footer()
+        + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else "")
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw),
+        out_tables,
+        "t2i_alignment",
+        "Text-to-image alignment: base vs fine-tuned",
+        footer,
+        tests,
+    )
     paths += t2i_reward_curve(scalars, out_figs)
     paths += t2i_eval_curve(scalars, out_tables, out_figs)
     paths += t2i_sample_grids(final, samples, out_tables.parent.parent / "runs", out_figs)
     return paths
 
 
-def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict],
-                     family: Family) -> list[dict]:
+def _t2i_pooled_rows(
+    base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], family: Family
+) -> list[dict]:
     """'all sets' rows: the mean over prompt sets of each set's mean over seeds, with a t interval
     stratified by set.  Only where every set has the same seeds.  The pooled differences (against base,
     and against a method's control where both ran) are also appended to `raw` and tested in `family`."""
@@ -620,13 +820,23 @@ def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], 
                 name = T2I_NAMES.get(algo, algo)
                 for column, values in {"base": b, name: f}.items():
                     row[column] = fmt_fixed(*_t2i_estimate(values)[:3], digits)
-                row[f"{name} − base"] = _t2i_difference(raw, family, "t2i/all-sets", split, metric, algo, "base",
-                                                        f, b, digits)
+                row[f"{name} − base"] = _t2i_difference(
+                    raw, family, "t2i/all-sets", split, metric, algo, "base", f, b, digits
+                )
             for algo, control in T2I_CONTROLS.items():
                 if algo in finals and control in finals and finals[algo].index.equals(finals[control].index):
                     row[f"{T2I_NAMES.get(algo, algo)} − control"] = _t2i_difference(
-                        raw, family, "t2i/all-sets", split, metric, algo, control, finals[algo], finals[control],
-                        digits)
+                        raw,
+                        family,
+                        "t2i/all-sets",
+                        split,
+                        metric,
+                        algo,
+                        control,
+                        finals[algo],
+                        finals[control],
+                        digits,
+                    )
             if len(row) > 3:
                 rows.append(row)
     return rows
@@ -636,12 +846,14 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     """Mean training reward per epoch against cumulative reward queries, one line per (task, method),
     with the spread over seeds shaded (min..max, not an interval estimate)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tr = scalars[scalars.split == "train"]
-    wide = tr.pivot_table(index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric",
-                          values="value").reset_index()
+    wide = tr.pivot_table(
+        index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric", values="value"
+    ).reset_index()
     if wide.empty or "budget/reward_queries" not in wide:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
@@ -649,12 +861,15 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
         seeds.add(g.seed.nunique())
         curve = g.groupby("budget/reward_queries").reward_mean.agg(["mean", "min", "max"])
-        line, = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
+        (line,) = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
         ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("reward queries (images scored)")
     ax.set_ylabel("mean training reward per epoch")
-    ax.set_title(f"Reward against reward queries: mean over {seeds_text(seeds)};\nshaded: min..max over the seeds "
-                 f"(the spread, not a confidence interval)", fontsize=9)
+    ax.set_title(
+        f"Reward against reward queries: mean over {seeds_text(seeds)};\nshaded: min..max over the seeds "
+        f"(the spread, not a confidence interval)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = out_figs / "t2i_reward_vs_queries.png"
@@ -674,7 +889,10 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     if ev.empty or ev.groupby("run_id").step.nunique().max() < 3:
         return []
     base = ev[ev.step == 0].set_index(["run_id", "metric"]).value
-    ev = ev.assign(delta=ev.value.to_numpy() - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy())
+    ev = ev.assign(
+        delta=ev.value.to_numpy()
+        - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy()
+    )
     queries = scalars[(scalars.split == "train") & (scalars.metric == "budget/reward_queries")]
     queries = queries.set_index(["run_id", "step"]).value
     ev["reward_queries"] = queries.reindex(pd.MultiIndex.from_frame(ev[["run_id", "step"]])).to_numpy()
@@ -683,28 +901,47 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     rows = []
     for key, g in ev.dropna(subset=["delta", "reward_queries"]).groupby(keys):
         point, low, high, p = stats.t_estimate(g.delta.to_numpy())
-        rows.append({**dict(zip(keys, key)), "delta_mean": point, "delta_ci_low": low, "delta_ci_high": high,
-                     "p": p, "seeds": len(g)})
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "delta_mean": point,
+                "delta_ci_low": low,
+                "delta_ci_high": high,
+                "p": p,
+                "seeds": len(g),
+            }
+        )
     curve = pd.DataFrame(rows)
     csv = out_tables / "t2i_eval_curve.csv"
     atomic_write_csv(csv, curve)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     splits = ("train", "test")
-    fig, axes = plt.subplots(len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False, constrained_layout=True
+    )
     for r, split in enumerate(splits):
         for c, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
             for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
                 color = f"C{i}"
-                ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=color, label=_t2i_label(task, algo))
+                ax.plot(
+                    g.reward_queries,
+                    g.delta_mean,
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    label=_t2i_label(task, algo),
+                )
                 if (g.seeds > 1).any():
-                    ax.fill_between(g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
+                    ax.fill_between(
+                        g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15
+                    )
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(f"{title} ({split} split)")
             ax.grid(alpha=0.3)
@@ -714,15 +951,19 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
     n = seeds_text(curve.seeds)
-    band = (f"band = paired {T_CI} over the seeds, per point (not simultaneous, not corrected for the many points)"
-            if curve.seeds.max() > 1 else "one seed: no band")
+    band = (
+        f"band = paired {T_CI} over the seeds, per point "
+        "(not simultaneous, not corrected for the many points)"
+        if curve.seeds.max() > 1
+        else "one seed: no band"
+    )
     fig.suptitle(f"Evaluations during training: mean change over {n}\n{band}", fontsize=10)
     path = out_figs / "t2i_eval_vs_queries.png"
     save_figure(fig, path)
     return [csv, path]
 
 
-GUTTER = 200            # grey between images in the labelled sample grids (the shapes world's background is black)
+GUTTER = 200  # grey between images in the labelled sample grids (the shapes world's background is black)
 
 
 def _grid_cells(image: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
@@ -742,18 +983,22 @@ def _compose(cells: np.ndarray, gutter: int = 2) -> np.ndarray:
     out = np.full((rows * (h + gutter) + gutter, cols * (w + gutter) + gutter, 3), GUTTER, np.uint8)
     for r in range(rows):
         for c in range(cols):
-            out[gutter + r * (h + gutter):gutter + r * (h + gutter) + h,
-                gutter + c * (w + gutter):gutter + c * (w + gutter) + w] = cells[r, c]
+            out[
+                gutter + r * (h + gutter) : gutter + r * (h + gutter) + h,
+                gutter + c * (w + gutter) : gutter + c * (w + gutter) + w,
+            ] = cells[r, c]
     return out
 
 
-def t2i_sample_grids(final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir: Path, out_figs: Path
-                     ) -> list[Path]:
+def t2i_sample_grids(
+    final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir: Path, out_figs: Path
+) -> list[Path]:
     """Per (task, method): the first seed's samples before fine-tuning beside the final model's (same noise),
     rebuilt from the run's stored grids (samples_step*.png) with each row's prompt (from the run's sample
     rows), a grey gutter between images and one labelled block per split.  A run without sample rows (or
     whose grid does not match them) gets the stored grids side by side, unlabelled, as before."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
@@ -770,9 +1015,15 @@ def t2i_sample_grids(final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir
         final_step = int(pngs[-1].stem.removeprefix("samples_step"))
         name = _set_name(task)
         method = T2I_NAMES.get(algo, algo)
-        blocks = []       # (split, prompts shown, evaluated prompts, images shown, images per prompt)
-        rows = samples[(samples.run_id == first.run_id) & (samples.step == samples[samples.run_id == first.run_id]
-                                                           .step.min())] if samples is not None else None
+        blocks = []  # (split, prompts shown, evaluated prompts, images shown, images per prompt)
+        rows = (
+            samples[
+                (samples.run_id == first.run_id)
+                & (samples.step == samples[samples.run_id == first.run_id].step.min())
+            ]
+            if samples is not None
+            else None
+        )
         if rows is not None and len(rows):
             for split in ("train", "test"):
                 s = rows[rows.split == split]
@@ -783,39 +1034,58 @@ def t2i_sample_grids(final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir
         total = sum(len(b[1]) for b in blocks)
         cells = [_grid_cells(image, total, blocks[0][3]) if blocks else None for image in (before, after)]
         if any(c is None for c in cells):
-            fig, axes = plt.subplots(1, 2, figsize=(7, 7 * before.shape[0] / before.shape[1] / 2 + 0.6),
-                                     constrained_layout=True)
+            fig, axes = plt.subplots(
+                1, 2, figsize=(7, 7 * before.shape[0] / before.shape[1] / 2 + 0.6), constrained_layout=True
+            )
             for ax, image, title in zip(axes, (before, after), ("base", f"{method} (final)")):
                 ax.imshow(image, interpolation="nearest")
                 ax.set_title(title, fontsize=9)
                 ax.axis("off")
-            fig.suptitle(f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
-                         fontsize=8)
+            fig.suptitle(
+                f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
+                fontsize=8,
+            )
         else:
             heights = [len(b[1]) for b in blocks]
-            fig, axes = plt.subplots(len(blocks), 2, figsize=(9.5, 0.62 * total + 1.2 * len(blocks) + 0.4),
-                                     gridspec_kw={"height_ratios": heights}, squeeze=False, constrained_layout=True)
+            fig, axes = plt.subplots(
+                len(blocks),
+                2,
+                figsize=(9.5, 0.62 * total + 1.2 * len(blocks) + 0.4),
+                gridspec_kw={"height_ratios": heights},
+                squeeze=False,
+                constrained_layout=True,
+            )
             start = 0
             for i, (split, prompts, evaluated, shown, per) in enumerate(blocks):
-                for j, (grid, title) in enumerate(((cells[0], "base model (before fine-tuning)"),
-                                                   (cells[1], f"{method}, final model (step {final_step})"))):
+                for j, (grid, title) in enumerate(
+                    (
+                        (cells[0], "base model (before fine-tuning)"),
+                        (cells[1], f"{method}, final model (step {final_step})"),
+                    )
+                ):
                     ax = axes[i][j]
-                    block = grid[start:start + len(prompts)]
+                    block = grid[start : start + len(prompts)]
                     h = block.shape[2]
                     ax.imshow(_compose(block), interpolation="nearest")
                     ax.set_xticks([])
                     ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(len(prompts))])
                     ax.set_yticklabels([textwrap.fill(p, 34) for p in prompts] if j == 0 else [], fontsize=7)
                     ax.tick_params(length=0)
-                    ax.set_title(f"{split.upper()} prompts: {title}", fontsize=8,
-                                 fontweight="bold" if j == 0 else "normal")
+                    ax.set_title(
+                        f"{split.upper()} prompts: {title}",
+                        fontsize=8,
+                        fontweight="bold" if j == 0 else "normal",
+                    )
                     for spine in ax.spines.values():
                         spine.set_edgecolor("tab:blue" if split == "train" else "tab:red")
                         spine.set_linewidth(2)
                 start += len(prompts)
             counts = ", ".join(f"the first {len(b[1])} of {b[2]} evaluated {b[0]} prompts" for b in blocks)
-            fig.suptitle(f"{name}, seed {first.seed}: {counts}, {blocks[0][3]} of {blocks[0][4]} images each; "
-                         f"one row per prompt, same noise before and after", fontsize=8)
+            fig.suptitle(
+                f"{name}, seed {first.seed}: {counts}, {blocks[0][3]} of {blocks[0][4]} images each; "
+                f"one row per prompt, same noise before and after",
+                fontsize=8,
+            )
         path = out_figs / f"t2i_samples_{name}_{algo}.png"
         save_figure(fig, path)
         paths.append(path)
@@ -825,20 +1095,31 @@ def t2i_sample_grids(final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir
 TABLE_BUILDERS = {"didactic": didactic_tables, "dmc": dmc_tables, "t2i": t2i_tables}
 
 
-def build_tables(suite: str, results_root: Path, run_ids: set[str], label: str, reps: int = stats.DEFAULT_REPS,
-                 seed: int = stats.DEFAULT_SEED) -> list[Path]:
+def build_tables(
+    suite: str,
+    results_root: Path,
+    run_ids: set[str],
+    label: str,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+) -> list[Path]:
     """Tables and figures of ONE experiment grid (its run ids), under tables/<label>/ and figures/<label>/.
 
     Runs of other sizes or other configs in the same index never enter these cells.
     """
     if suite not in TABLE_BUILDERS:
-        raise UserError(f"no tables are defined for suite {suite!r} yet; suites with tables: "
-                        f"{', '.join(TABLE_BUILDERS)}")
+        raise UserError(
+            f"no tables are defined for suite {suite!r} yet; suites with tables: {', '.join(TABLE_BUILDERS)}"
+        )
     _, scalars, _ = load_index(results_root, suite)
     scalars = scalars[scalars.run_id.isin(run_ids)]
     if scalars.empty:
-        raise UserError(f"no finished runs of the {label} grid of suite {suite!r} in {results_root}; "
-                        f"run `b2fb run --suite {suite} --size {label}` first")
+        raise UserError(
+            f"no finished runs of the {label} grid of suite {suite!r} in {results_root}; "
+            f"run `b2fb run --suite {suite} --size {label}` first"
+        )
     missing = len(set(run_ids) - set(scalars.run_id))
     root = Path(results_root) / suite
-    return TABLE_BUILDERS[suite](scalars, root / "tables" / label, root / "figures" / label, missing, reps, seed)
+    return TABLE_BUILDERS[suite](
+        scalars, root / "tables" / label, root / "figures" / label, missing, reps, seed
+    )

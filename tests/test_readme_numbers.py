@@ -6,6 +6,7 @@ To check another section, add its heading and its result files to SECTIONS (e.g.
 summaries once their runs are final).  A number the README quotes from elsewhere (git history, a paper)
 must not be written as an interval there, or the section must name its source files here.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,15 @@ SECTIONS = {
     ("results/t2i/diagnostics/cpu/README.md", None): T2I_FILES,
 }
 # CSV columns that hold an estimate and its interval bounds
-TRIPLE_COLUMNS = [("delta", "delta_ci_low", "delta_ci_high"), ("estimate", "ci_low", "ci_high"),
-                  ("mean", "ci_low", "ci_high"), ("point", "ci_low", "ci_high"), ("rho", "rho_low", "rho_high"),
-                  ("r", "r_low", "r_high"), ("delta_mean", "delta_ci_low", "delta_ci_high")]
+TRIPLE_COLUMNS = [
+    ("delta", "delta_ci_low", "delta_ci_high"),
+    ("estimate", "ci_low", "ci_high"),
+    ("mean", "ci_low", "ci_high"),
+    ("point", "ci_low", "ci_high"),
+    ("rho", "rho_low", "rho_high"),
+    ("r", "r_low", "r_high"),
+    ("delta_mean", "delta_ci_low", "delta_ci_high"),
+]
 NUMBER = r"[-+−]?\d+(?:\.\d+)?"
 INTERVAL = re.compile(rf"({NUMBER})(?:\s*kB)?\s*\[({NUMBER}),\s*({NUMBER})\]")
 PVALUE = re.compile(rf"\b(?:p = |Holm )({NUMBER})")
@@ -48,9 +55,15 @@ def _section(text: str, heading: str | None) -> str:
     start = next((i for i, line in enumerate(lines) if line.strip() == heading), None)
     assert start is not None, f"README has no heading {heading!r}"
     level = len(heading) - len(heading.lstrip("#"))
-    end = next((i for i in range(start + 1, len(lines))
-                if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
-    return "\n".join(lines[start + 1:end])
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(lines))
+            if lines[i].startswith("#") and len(lines[i]) - len(lines[i].lstrip("#")) <= level
+        ),
+        len(lines),
+    )
+    return "\n".join(lines[start + 1 : end])
 
 
 def _sources(patterns: list[str]) -> tuple[list[tuple[float, float, float]], list[float]]:
@@ -82,9 +95,14 @@ def test_every_interval_and_p_value_the_readme_quotes_is_in_the_committed_files(
     section = _section((REPO / document).read_text(), heading)
     triples, pvalues = _sources(SECTIONS[document, heading])
     quoted = [m.groups() for m in INTERVAL.finditer(section)]
-    missing = [f"{p} [{lo}, {hi}]" for p, lo, hi in quoted
-               if not any(_close(a, p) and _close(b, lo) and _close(c, hi) for a, b, c in triples)]
-    assert not missing, f"{document} {heading}: intervals not found in {SECTIONS[document, heading]}: {missing}"
+    missing = [
+        f"{p} [{lo}, {hi}]"
+        for p, lo, hi in quoted
+        if not any(_close(a, p) and _close(b, lo) and _close(c, hi) for a, b, c in triples)
+    ]
+    assert not missing, (
+        f"{document} {heading}: intervals not found in {SECTIONS[document, heading]}: {missing}"
+    )
     quoted_p = PVALUE.findall(section)
     missing_p = [p for p in quoted_p if not any(_close(v, p) for v in pvalues)]
     assert not missing_p, f"{document} {heading}: p-values not found in the tables' tests: {missing_p}"

@@ -2,6 +2,7 @@
 bootstrap against an explicit per-task resampling loop and scipy.stats.bootstrap; the t family against
 scipy.stats; Holm against its definition; and the coverage of every interval the tables print, simulated
 at n = 3, 5 and 10 seeds on null and shifted data."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from benchmarks import stats
 # ----------------------------------------------------------------------------------------------------
 # 1. IQM
 # ----------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("shape", [(5, 3), (10, 1), (7, 4), (8, 8), (3, 2)])
 def test_iqm_equals_scipy_trim_mean(shape):
@@ -41,6 +43,7 @@ def test_iqm_hand_computed():
 # 2. basic properties of interval_estimate
 # ----------------------------------------------------------------------------------------------------
 
+
 def _scores(seed=0, runs=10, tasks=4):
     rng = np.random.default_rng(seed)
     return rng.normal(loc=np.arange(tasks), scale=1.0, size=(runs, tasks))
@@ -53,8 +56,8 @@ def test_interval_estimate_deterministic_and_seed_dependent(aggregate):
     b = stats.interval_estimate(x, aggregate, reps=300, seed=5)
     c = stats.interval_estimate(x, aggregate, reps=300, seed=6)
     assert a == b
-    assert a[0] == c[0]                             # the point does not depend on the seed
-    assert (a[1], a[2]) != (c[1], c[2])             # the interval does
+    assert a[0] == c[0]  # the point does not depend on the seed
+    assert (a[1], a[2]) != (c[1], c[2])  # the interval does
     point, low, high = a
     assert point == pytest.approx(aggregate(x), rel=1e-15)
     assert low <= point <= high
@@ -103,6 +106,7 @@ def test_confidence_level_widens_interval():
 # 3. the stratified bootstrap against an explicit loop
 # ----------------------------------------------------------------------------------------------------
 
+
 def _loop_interval(x: np.ndarray, aggregate, reps: int, seed: int, confidence: float = 0.95):
     """Independent per-task resampling with the same stream as stratified_bootstrap_indices: a
     default_rng(seed) whose integers(0, n_runs) draws are consumed in C order (rep, run, task)."""
@@ -112,7 +116,7 @@ def _loop_interval(x: np.ndarray, aggregate, reps: int, seed: int, confidence: f
     values = []
     for k in range(reps):
         res = np.empty_like(x)
-        for t in range(n_tasks):                    # each task column resampled on its own
+        for t in range(n_tasks):  # each task column resampled on its own
             for r in range(n_runs):
                 res[r, t] = x[idx[k, r, t], t]
         values.append(aggregate(res))
@@ -127,8 +131,9 @@ def test_bootstrap_stream_is_scalar_draw_sequence():
     n_runs, n_tasks, reps, seed = 5, 3, 7, 11
     bulk = stats.stratified_bootstrap_indices(n_runs, n_tasks, reps, seed)
     rng = np.random.default_rng(seed)
-    scalar = np.array([[[rng.integers(0, n_runs) for _ in range(n_tasks)] for _ in range(n_runs)]
-                       for _ in range(reps)])
+    scalar = np.array(
+        [[[rng.integers(0, n_runs) for _ in range(n_tasks)] for _ in range(n_runs)] for _ in range(reps)]
+    )
     assert bulk.shape == (reps, n_runs, n_tasks)
     assert np.array_equal(bulk, scalar)
     assert bulk.min() >= 0 and bulk.max() < n_runs
@@ -143,19 +148,26 @@ def test_interval_estimate_matches_explicit_loop(aggregate, seed):
     reps = 400
     got = stats.interval_estimate(x, aggregate, reps=reps, seed=seed)
     ref = _loop_interval(x, aggregate, reps, seed)
-    assert got == ref                               # exact: same resamples, same percentiles
+    assert got == ref  # exact: same resamples, same percentiles
 
 
 # ----------------------------------------------------------------------------------------------------
 # 4. against scipy.stats.bootstrap
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_percentile_ci_of_mean_agrees_with_scipy_bootstrap():
     x = np.random.default_rng(42).gamma(shape=2.0, scale=1.5, size=25)
     reps = 20000
     point, lo, hi = stats.interval_estimate(x, stats.mean, reps=reps, seed=0)
-    res = sps.bootstrap((x,), np.mean, method="percentile", n_resamples=reps, confidence_level=0.95,
-                        rng=np.random.default_rng(1))
+    res = sps.bootstrap(
+        (x,),
+        np.mean,
+        method="percentile",
+        n_resamples=reps,
+        confidence_level=0.95,
+        rng=np.random.default_rng(1),
+    )
     slo, shi = res.confidence_interval.low, res.confidence_interval.high
     width = shi - slo
     assert point == pytest.approx(x.mean())
@@ -170,8 +182,10 @@ def test_strata_resample_a_strata_columns_together():
     strata = ["a", "a", "b", "b"]
     reps, seed = 300, 4
     got = stats.interval_estimate(x, stats.mean, reps=reps, seed=seed, strata=strata)
-    idx = stats.stratified_bootstrap_indices(5, 2, reps, seed)          # one draw per (rep, run, stratum)
-    values = [np.concatenate([x[idx[k, :, 0]][:, :2], x[idx[k, :, 1]][:, 2:]], axis=1).mean() for k in range(reps)]
+    idx = stats.stratified_bootstrap_indices(5, 2, reps, seed)  # one draw per (rep, run, stratum)
+    values = [
+        np.concatenate([x[idx[k, :, 0]][:, :2], x[idx[k, :, 1]][:, 2:]], axis=1).mean() for k in range(reps)
+    ]
     lo, hi = np.percentile(values, [2.5, 97.5])
     assert got == pytest.approx((x.mean(), float(lo), float(hi)), rel=1e-12)
     # a stratum whose tasks move together keeps its within-run correlation: wider than task-wise resampling
@@ -185,6 +199,7 @@ def test_strata_resample_a_strata_columns_together():
 # 5. the Student-t family against scipy, and Holm against its definition
 # ----------------------------------------------------------------------------------------------------
 
+
 def test_t_estimates_match_scipy():
     rng = np.random.default_rng(5)
     for n in (2, 3, 5, 10):
@@ -196,7 +211,9 @@ def test_t_estimates_match_scipy():
         two = sps.ttest_ind(x, y, equal_var=False)
         point, low, high, p = stats.welch_estimate(x, y)
         ci = two.confidence_interval(0.95)
-        assert (point, low, high, p) == pytest.approx((x.mean() - y.mean(), ci.low, ci.high, two.pvalue), rel=1e-12)
+        assert (point, low, high, p) == pytest.approx(
+            (x.mean() - y.mean(), ci.low, ci.high, two.pvalue), rel=1e-12
+        )
     # the geometric mean: the t interval of log10 mapped back
     e = np.array([1e-10, 3e-10, 2e-9])
     g = stats.log_t_estimate(e)
@@ -210,7 +227,7 @@ def test_stratified_estimate_by_hand():
     a, b = np.array([1.0, 2.0, 4.0]), np.array([10.0, 10.5, 9.0, 11.0])
     point, low, high, p = stats.stratified_estimate([a, b])
     v1, v2 = a.var(ddof=1) / 3 / 4, b.var(ddof=1) / 4 / 4
-    df = (v1 + v2) ** 2 / (v1 ** 2 / 2 + v2 ** 2 / 3)
+    df = (v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 3)
     half = sps.t.ppf(0.975, df) * np.sqrt(v1 + v2)
     assert point == pytest.approx((a.mean() + b.mean()) / 2)
     assert (low, high) == pytest.approx((point - half, point + half))
@@ -222,13 +239,13 @@ def test_stratified_estimate_by_hand():
 
 def test_degenerate_t_estimates():
     assert stats.t_estimate(np.array([2.0]))[0] == 2.0
-    assert all(np.isnan(v) for v in stats.t_estimate(np.array([2.0]))[1:])      # one seed: no interval, no test
-    point, low, high, p = stats.t_estimate(np.array([1.5, 1.5, 1.5]))           # no spread: the point, untestable
+    assert all(np.isnan(v) for v in stats.t_estimate(np.array([2.0]))[1:])  # one seed: no interval, no test
+    point, low, high, p = stats.t_estimate(np.array([1.5, 1.5, 1.5]))  # no spread: the point, untestable
     assert (point, low, high) == (1.5, 1.5, 1.5) and np.isnan(p)
 
 
 def _holm_by_definition(p: np.ndarray, alpha: float) -> np.ndarray:
-    """Holm: sort ascending; reject H_(1..k) where k is the last i with p_(j) <= alpha / (m - j + 1) for all j <= i."""
+    """Holm: sort ascending; reject H_(1..k), k the last i with p_(j) <= alpha / (m - j + 1) for j <= i."""
     order = np.argsort(p, kind="stable")
     reject = np.zeros(len(p), bool)
     for rank, i in enumerate(order):
@@ -246,7 +263,7 @@ def test_holm_rejects_exactly_as_defined():
         for alpha in (0.05, 0.1):
             assert np.array_equal(stats.holm(p) <= alpha, _holm_by_definition(p, alpha)), (trial, p)
     assert np.allclose(stats.holm([0.01, 0.04, 0.03, 0.005]), [0.03, 0.06, 0.06, 0.02])
-    adjusted = stats.holm([0.01, np.nan, 0.02])                     # an untestable difference is not in the family
+    adjusted = stats.holm([0.01, np.nan, 0.02])  # an untestable difference is not in the family
     assert np.isnan(adjusted[1]) and np.allclose(adjusted[[0, 2]], [0.02, 0.02])
 
 
@@ -254,8 +271,8 @@ def test_holm_rejects_exactly_as_defined():
 # 6. coverage, simulated at the seed counts run, on null and shifted data
 # ----------------------------------------------------------------------------------------------------
 
-SIMS = 20000            # Monte Carlo error of a coverage: about 0.15 points
-TOLERANCE = 0.02        # the issue's ±2 points
+SIMS = 20000  # Monte Carlo error of a coverage: about 0.15 points
+TOLERANCE = 0.02  # the issue's ±2 points
 
 
 def _covers(result, truth) -> float:
@@ -272,9 +289,11 @@ def _size(result) -> float:
 def test_every_t_interval_the_tables_print_covers_95_percent(n, shift):
     """Each interval a table prints, on normal seeds (null: shift 0; shifted: the true value 0.8 SD away),
     through the very function the table calls, vectorised over SIMS simulated tables:
-    - cells, and paired differences (t2i '− base', '− control'): one-sample t on per-seed values / differences,
+    - cells, and paired differences (t2i '− base', '− control'): one-sample t on per-seed values or
+      differences,
       here with a large per-seed component that the pairing cancels;
-    - unpaired differences (dmc, didactic): Welch, equal and unequal spreads, and against a near-constant baseline;
+    - unpaired differences (dmc, didactic): Welch, equal and unequal spreads, and against a near-constant
+      baseline;
     - pooled rows and the DMC mean aggregate: the stratified t over 4 strata of unequal spread, and the
       stratified Welch difference of two methods' aggregates;
     - didactic errors: the geometric mean's log-scale interval on lognormal seeds.
@@ -284,7 +303,7 @@ def test_every_t_interval_the_tables_print_covers_95_percent(n, shift):
     checks = {}
     x = rng.normal(shift, 1.0, (SIMS, n))
     checks["mean (cells)"] = (stats.linear_t([x], [1.0]), shift)
-    seed_effect = rng.normal(0, 5.0, (SIMS, n))                  # shared by base and final of one run
+    seed_effect = rng.normal(0, 5.0, (SIMS, n))  # shared by base and final of one run
     base, final = seed_effect + rng.normal(0, 1, (SIMS, n)), seed_effect + shift + rng.normal(0, 1, (SIMS, n))
     checks["paired difference"] = (stats.linear_t([final - base], [1.0]), shift)
     for ratio in (1.0, 3.0, 0.01):
@@ -294,18 +313,25 @@ def test_every_t_interval_the_tables_print_covers_95_percent(n, shift):
     strata = [rng.normal(shift, sd, (SIMS, n)) for sd in sds]
     checks["stratified mean (pooled rows, dmc mean)"] = (stats.linear_t(strata, [0.25] * 4), shift)
     other = [rng.normal(0.0, sd, (SIMS, n)) for sd in sds[::-1]]
-    checks["stratified Welch (dmc aggregate tests)"] = (stats.linear_t(strata + other, [0.25] * 4 + [-0.25] * 4),
-                                                        shift)
+    checks["stratified Welch (dmc aggregate tests)"] = (
+        stats.linear_t(strata + other, [0.25] * 4 + [-0.25] * 4),
+        shift,
+    )
     logs = rng.normal(np.log10(3e-9) + shift, 0.7, (SIMS, n))
     point, low, high, p = stats.linear_t([logs], [1.0])
-    checks["geometric mean (didactic errors)"] = ((10 ** point, 10 ** low, 10 ** high, p), 10 ** (np.log10(3e-9) + shift))
+    checks["geometric mean (didactic errors)"] = (
+        (10**point, 10**low, 10**high, p),
+        10 ** (np.log10(3e-9) + shift),
+    )
     for name, (result, truth) in checks.items():
         coverage = _covers(result, truth)
         assert abs(coverage - level) <= TOLERANCE, f"{name} at n={n}: coverage {coverage:.3f}"
     if shift == 0.0:
         for name, (result, _) in checks.items():
             if name != "geometric mean (didactic errors)":
-                assert abs(_size(result) - stats.ALPHA) <= TOLERANCE, f"{name} at n={n}: size {_size(result):.3f}"
+                assert abs(_size(result) - stats.ALPHA) <= TOLERANCE, (
+                    f"{name} at n={n}: size {_size(result):.3f}"
+                )
 
 
 @pytest.mark.parametrize("n, expected", [(3, 0.75), (5, 0.84), (10, 0.90)])
@@ -339,13 +365,15 @@ def test_bootstrap_coverage_reproduces_known_coverages():
     assert stats.bootstrap_coverage(np.ones((3, 4))) == 1.0
     # seeded: the same table prints the same coverage
     x = rng.normal(0, 1, (3, 8))
-    assert stats.bootstrap_coverage(x, strata=[0, 0, 1, 1, 2, 2, 3, 3]) == \
-        stats.bootstrap_coverage(x, strata=[0, 0, 1, 1, 2, 2, 3, 3])
+    assert stats.bootstrap_coverage(x, strata=[0, 0, 1, 1, 2, 2, 3, 3]) == stats.bootstrap_coverage(
+        x, strata=[0, 0, 1, 1, 2, 2, 3, 3]
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
 # 7. the tables: every interval labelled with its method and n, differences tested and counted
 # ----------------------------------------------------------------------------------------------------
+
 
 def _figure_texts(monkeypatch) -> dict:
     """Capture every figure the tables save: {file name: all its text (titles, labels, legends)}."""
@@ -380,8 +408,18 @@ def _t2i_scalars(finals: dict, base: float = 0.40, steps=(0, 10)) -> pd.DataFram
         for seed, value in enumerate(values):
             run = f"{algo}--{task}--seed{seed}"
             for step, v in ((steps[0], base + 0.01 * seed), (steps[1], value)):
-                rows.append({"run_id": run, "task_id": task, "seed": seed, "algorithm": algo, "step": step,
-                             "split": "eval", "metric": "train/clipscore", "value": v})
+                rows.append(
+                    {
+                        "run_id": run,
+                        "task_id": task,
+                        "seed": seed,
+                        "algorithm": algo,
+                        "step": step,
+                        "split": "eval",
+                        "metric": "train/clipscore",
+                        "value": v,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -396,8 +434,17 @@ def test_t2i_pooled_rows_average_paired_differences_over_sets_and_seeds():
     deltas = {("t2i/a-v0", 0): 0.01, ("t2i/a-v0", 1): 0.03, ("t2i/b-v0", 0): -0.02, ("t2i/b-v0", 1): 0.02}
     for (task, seed), delta in deltas.items():
         for step, value in ((0, 0.40), (10, 0.40 + delta)):
-            rows.append({"task_id": task, "seed": seed, "algorithm": "ddpo", "step": step, "split_name": "train",
-                         "name": "clipscore", "value": value})
+            rows.append(
+                {
+                    "task_id": task,
+                    "seed": seed,
+                    "algorithm": "ddpo",
+                    "step": step,
+                    "split_name": "train",
+                    "name": "clipscore",
+                    "value": value,
+                }
+            )
     frame = pd.DataFrame(rows)
     base, final = frame[frame.step == 0], frame[frame.step == 10]
     raw: list = []
@@ -405,8 +452,9 @@ def test_t2i_pooled_rows_average_paired_differences_over_sets_and_seeds():
     pooled = _t2i_pooled_rows(base, final, ["ddpo"], raw, family)
     assert len(pooled) == 1 and pooled[0]["prompt set"] == "all sets" and pooled[0]["split"] == "train"
     expected = stats.stratified_estimate([np.array([0.01, 0.03]), np.array([-0.02, 0.02])])
-    assert (raw[0]["delta"], raw[0]["delta_ci_low"], raw[0]["delta_ci_high"], raw[0]["p"]) == \
-        pytest.approx(expected)
+    assert (raw[0]["delta"], raw[0]["delta_ci_low"], raw[0]["delta_ci_high"], raw[0]["p"]) == pytest.approx(
+        expected
+    )
     assert raw[0]["delta"] == pytest.approx(np.mean(list(deltas.values())))
     assert family.frame().p.to_list() == pytest.approx([expected[3]])
     incomplete = final[~((final.task_id == "t2i/b-v0") & (final.seed == 1))]
@@ -421,8 +469,12 @@ def test_t2i_table_pairs_a_method_with_its_control_by_seed(tmp_path, monkeypatch
     from benchmarks.tables import t2i_tables
 
     _figure_texts(monkeypatch)
-    finals = {("ddpo", "t2i/a-v0"): [0.45, 0.47, 0.46], ("ddpo_shuffled", "t2i/a-v0"): [0.44, 0.45, 0.45],
-              ("ddpo", "t2i/b-v0"): [0.50, 0.52, 0.51], ("ddpo_shuffled", "t2i/b-v0"): [0.50, 0.49, 0.50]}
+    finals = {
+        ("ddpo", "t2i/a-v0"): [0.45, 0.47, 0.46],
+        ("ddpo_shuffled", "t2i/a-v0"): [0.44, 0.45, 0.45],
+        ("ddpo", "t2i/b-v0"): [0.50, 0.52, 0.51],
+        ("ddpo_shuffled", "t2i/b-v0"): [0.50, 0.49, 0.50],
+    }
     t2i_tables(_t2i_scalars(finals), tmp_path / "tables", tmp_path / "figures", missing=0, reps=500, seed=0)
     raw = pd.read_csv(tmp_path / "tables" / "t2i_alignment.csv")
     control = raw[raw.against == "ddpo_shuffled"].set_index("task")
@@ -430,12 +482,14 @@ def test_t2i_table_pairs_a_method_with_its_control_by_seed(tmp_path, monkeypatch
     assert control.loc["t2i/a-v0", "delta"] == pytest.approx(a.mean())
     assert control.loc["t2i/a-v0", "p"] == pytest.approx(sps.ttest_1samp(a, 0).pvalue)
     assert control.loc["t2i/b-v0", "delta"] == pytest.approx(np.mean([0.00, 0.03, 0.01]))
-    assert control.loc["t2i/all-sets", "delta"] == pytest.approx(np.mean([0.01, 0.02, 0.01, 0.00, 0.03, 0.01]))
+    assert control.loc["t2i/all-sets", "delta"] == pytest.approx(
+        np.mean([0.01, 0.02, 0.01, 0.00, 0.03, 0.01])
+    )
     assert control.loc["t2i/a-v0", "reference"] == pytest.approx(np.mean([0.44, 0.45, 0.45]))
     versus_base = raw[(raw.against == "base") & (raw.algorithm == "ddpo")].set_index("task")
     assert versus_base.loc["t2i/a-v0", "delta"] == pytest.approx(np.mean([0.05, 0.06, 0.04]))
     tests = pd.read_csv(tmp_path / "tables" / "t2i_alignment_tests.csv")
-    assert len(tests) == len(raw) == 3 * 3 + 0     # a, b and pooled: DDPO − base, control − base, DDPO − control
+    assert len(tests) == len(raw) == 3 * 3 + 0  # a, b and pooled: DDPO − base, control − base, DDPO − control
     assert "DDPO − control, a train clipscore" in set(tests.difference)
     table = (tmp_path / "tables" / "t2i_alignment.md").read_text()
     assert "DDPO − control" in table and "paired t-test" in table and "Holm" in table
@@ -449,15 +503,17 @@ def test_t2i_footer_counts_by_the_test_and_lists_only_what_survives_holm(tmp_pat
     from benchmarks.tables import t2i_tables
 
     _figure_texts(monkeypatch)
-    finals = {("ddpo", "t2i/big-v0"): [0.50, 0.501, 0.5205, 0.5303, 0.5401],   # base 0.40 + 0.01 * seed
-              ("ddpo", "t2i/noise-v0"): [0.43, 0.38, 0.44, 0.41, 0.45]}
+    finals = {
+        ("ddpo", "t2i/big-v0"): [0.50, 0.501, 0.5205, 0.5303, 0.5401],  # base 0.40 + 0.01 * seed
+        ("ddpo", "t2i/noise-v0"): [0.43, 0.38, 0.44, 0.41, 0.45],
+    }
     t2i_tables(_t2i_scalars(finals), tmp_path / "tables", tmp_path / "figures", missing=0, reps=500, seed=0)
     table = (tmp_path / "tables" / "t2i_alignment.md").read_text()
     tests = pd.read_csv(tmp_path / "tables" / "t2i_alignment_tests.csv").set_index("difference")
     assert len(tests) == 3
     assert bool(tests.loc["DDPO − base, big train clipscore", "holds"])
     assert not bool(tests.loc["DDPO − base, noise train clipscore", "holds"])
-    assert "where 0.15 would by chance alone" in table        # 3 tests x 5%
+    assert "where 0.15 would by chance alone" in table  # 3 tests x 5%
     assert "Holm's correction over these 3 (family-wise error 5%): DDPO − base, big train clipscore" in table
     assert "Student-t 95% CI (5 seeds per cell)" in table
     assert "bootstrap" not in table
@@ -472,28 +528,47 @@ def test_dmc_tables_test_unpaired_differences_and_label_the_bootstrap(tmp_path, 
     from benchmarks.tables import dmc_tables
 
     texts = _figure_texts(monkeypatch)
-    returns = {"fb": {"flip": [100, 110, 120], "run": [30, 31, 29], "stand": [200, 100, 330], "walk": [10, 11, 12]},
-               "onestep_fb": {"flip": [90, 95, 99], "run": [40, 41, 39], "stand": [150, 120, 180],
-                              "walk": [20, 21, 22]},
-               "uniform_random": {"flip": [50, 51, 49], "run": [20, 21, 19], "stand": [180, 181, 179],
-                                  "walk": [30, 31, 29]}}
+    returns = {
+        "fb": {"flip": [100, 110, 120], "run": [30, 31, 29], "stand": [200, 100, 330], "walk": [10, 11, 12]},
+        "onestep_fb": {
+            "flip": [90, 95, 99],
+            "run": [40, 41, 39],
+            "stand": [150, 120, 180],
+            "walk": [20, 21, 22],
+        },
+        "uniform_random": {
+            "flip": [50, 51, 49],
+            "run": [20, 21, 19],
+            "stand": [180, 181, 179],
+            "walk": [30, 31, 29],
+        },
+    }
     rows = []
     for algo, tasks in returns.items():
         for seed in range(3):
             for task, values in tasks.items():
-                rows.append({"run_id": f"{algo}-{seed}", "task_id": "dmc/walker-zeroshot-v0", "algorithm": algo,
-                             "seed": seed, "step": 8000, "split": "eval", "metric": f"{task}/return",
-                             "value": float(values[seed])})
+                rows.append(
+                    {
+                        "run_id": f"{algo}-{seed}",
+                        "task_id": "dmc/walker-zeroshot-v0",
+                        "algorithm": algo,
+                        "seed": seed,
+                        "step": 8000,
+                        "split": "eval",
+                        "metric": f"{task}/return",
+                        "value": float(values[seed]),
+                    }
+                )
     dmc_tables(pd.DataFrame(rows), tmp_path / "tables", tmp_path / "figures", missing=0, reps=500, seed=0)
     tests = pd.read_csv(tmp_path / "tables" / "dmc_returns_tests.csv").set_index("difference")
-    assert len(tests) == 5 * 3                       # 4 tasks + overall, 3 comparisons
+    assert len(tests) == 5 * 3  # 4 tasks + overall, 3 comparisons
     flip = tests.loc["FB − uniform random on walker flip"]
     expected = sps.ttest_ind([100, 110, 120], [50, 51, 49], equal_var=False)
     assert flip.p == pytest.approx(expected.pvalue) and flip.estimate == pytest.approx(60.0)
     assert "one-step FB − FB on walker run" in tests.index
     table = (tmp_path / "tables" / "dmc_returns.md").read_text()
     assert "Student-t 95% CI; 3 seeds per cell" in table and "Unpaired" in table
-    assert "where 0.75 would by chance alone" in table          # 15 x 5%
+    assert "where 0.75 would by chance alone" in table  # 15 x 5%
     aggregate = (tmp_path / "tables" / "dmc_aggregate.md").read_text()
     assert "NOT a calibrated 95% CI" in aggregate and "simulated coverage" in aggregate
     assert "stratified by domain" in aggregate
@@ -512,16 +587,34 @@ def test_didactic_table_and_figure_name_their_intervals(tmp_path, monkeypatch):
     for algo, scale in (("fb", 50.0), ("onestep_fb", 1e-9)):
         for seed in range(4):
             for step in (0, 100, 200):
-                for metric in ("successor_error", "successor_rel_error", "q_error", "policy_kl", "greedy_match"):
-                    value = 1.0 if metric == "greedy_match" else scale * np.exp(rng.normal()) * (3 - step / 100)
-                    rows.append({"run_id": f"{algo}-{seed}", "task_id": "didactic/three-state-v0", "algorithm": algo,
-                                 "seed": seed, "step": step, "split": "eval", "metric": metric, "value": value})
+                for metric in (
+                    "successor_error",
+                    "successor_rel_error",
+                    "q_error",
+                    "policy_kl",
+                    "greedy_match",
+                ):
+                    value = (
+                        1.0 if metric == "greedy_match" else scale * np.exp(rng.normal()) * (3 - step / 100)
+                    )
+                    rows.append(
+                        {
+                            "run_id": f"{algo}-{seed}",
+                            "task_id": "didactic/three-state-v0",
+                            "algorithm": algo,
+                            "seed": seed,
+                            "step": step,
+                            "split": "eval",
+                            "metric": metric,
+                            "value": value,
+                        }
+                    )
     didactic_tables(pd.DataFrame(rows), tmp_path / "t", tmp_path / "f", missing=0, reps=100, seed=0)
     table = (tmp_path / "t" / "didactic_errors.md").read_text()
     assert "geometric mean over seeds with a Student-t 95% CI computed on log10" in table
     assert "4 seeds per cell" in table and "IQM" not in table
     tests = pd.read_csv(tmp_path / "t" / "didactic_errors_tests.csv")
-    assert tests.p.isna().sum() == 1                 # greedy match: 1.0 for every seed of both, untestable
+    assert tests.p.isna().sum() == 1  # greedy match: 1.0 for every seed of both, untestable
     assert "Not testable (no spread over seeds): 1" in table
     figure = texts["didactic_error_vs_steps.png"]
     assert "geometric mean over 4 seeds" in figure and "Student-t 95% CI on log10" in figure
@@ -541,10 +634,19 @@ def test_t2i_eval_curve_tracks_each_evaluation_against_reward_queries(tmp_path, 
         run = f"ddpo--t2i/a-v0--seed{seed}"
         common = {"run_id": run, "task_id": "t2i/a-v0", "seed": seed, "algorithm": "ddpo"}
         for step, value in ((0, 0.40 + seed), (5, 0.41 + seed), (10, 0.43 + seed + 0.01 * seed)):
-            rows.append({**common, "step": step, "split": "eval", "metric": "train/clipscore", "value": value})
+            rows.append(
+                {**common, "step": step, "split": "eval", "metric": "train/clipscore", "value": value}
+            )
         for step in range(1, 11):
-            rows.append({**common, "step": step, "split": "train", "metric": "budget/reward_queries",
-                         "value": 32.0 * step})
+            rows.append(
+                {
+                    **common,
+                    "step": step,
+                    "split": "train",
+                    "metric": "budget/reward_queries",
+                    "value": 32.0 * step,
+                }
+            )
     scalars = pd.DataFrame(rows)
     (tmp_path / "t").mkdir(), (tmp_path / "f").mkdir()
     paths = t2i_eval_curve(scalars, tmp_path / "t", tmp_path / "f")
@@ -555,7 +657,7 @@ def test_t2i_eval_curve_tracks_each_evaluation_against_reward_queries(tmp_path, 
     assert set(curve.seeds) == {2}
     ci = sps.ttest_1samp([0.03, 0.04], 0).confidence_interval()
     assert (curve.delta_ci_low[10], curve.delta_ci_high[10]) == pytest.approx((ci.low, ci.high))
-    assert curve.delta_ci_low[5] == pytest.approx(0.01) == curve.delta_ci_high[5]   # both seeds agree
+    assert curve.delta_ci_low[5] == pytest.approx(0.01) == curve.delta_ci_high[5]  # both seeds agree
     assert "over 2 seeds" in texts["t2i_eval_vs_queries.png"]
     assert "paired Student-t 95% CI over the seeds, per point" in texts["t2i_eval_vs_queries.png"]
     only_ends = scalars[~((scalars.split == "eval") & (scalars.step == 5))]
@@ -573,24 +675,36 @@ def test_labelled_sample_grid_cuts_the_tasks_own_grid_and_names_each_prompt(tmp_
     from suites.t2i.task import GRID_IMAGES, GRID_PROMPTS, _grid
 
     texts = _figure_texts(monkeypatch)
-    prompts = {"train": [f"train prompt {i}" for i in range(8)], "test": [f"test prompt {i}" for i in range(3)]}
+    prompts = {
+        "train": [f"train prompt {i}" for i in range(8)],
+        "test": [f"test prompt {i}" for i in range(3)],
+    }
     per = 5
     images = {s: torch.rand(len(p) * per, 3, 8, 8) for s, p in prompts.items()}
     run = "ddpo--t2i/a-v0--seed0"
     run_dir = tmp_path / "runs" / run
     run_dir.mkdir(parents=True)
     stored = np.concatenate([_grid(images[s], len(prompts[s]), per) for s in ("train", "test")], axis=0)
-    assert (stored[8::9] == 128).all() and (stored[:, 8::9] == 128).all()   # future grids: a grey gutter
+    assert (stored[8::9] == 128).all() and (stored[:, 8::9] == 128).all()  # future grids: a grey gutter
     for step in (0, 7):
         Image.fromarray(stored).save(run_dir / f"samples_step{step:05d}.png")
     rows = min(8, GRID_PROMPTS) + 3
-    cells = _grid_cells(np.asarray(Image.open(run_dir / "samples_step00000.png")), rows, min(per, GRID_IMAGES))
+    cells = _grid_cells(
+        np.asarray(Image.open(run_dir / "samples_step00000.png")), rows, min(per, GRID_IMAGES)
+    )
     expected = (images["train"].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(cells[1, 2], expected[1 * per + 2])                 # train prompt 1, image 2
+    assert np.array_equal(cells[1, 2], expected[1 * per + 2])  # train prompt 1, image 2
     test_first = (images["test"] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    assert np.array_equal(cells[min(8, GRID_PROMPTS), 0], test_first[0])    # the test block follows
-    samples = pd.DataFrame([{"run_id": run, "task_id": "t2i/a-v0", "step": step, "split": s, "prompt": p, "image": i}
-                            for step in (0, 7) for s in ("train", "test") for p in prompts[s] for i in range(per)])
+    assert np.array_equal(cells[min(8, GRID_PROMPTS), 0], test_first[0])  # the test block follows
+    samples = pd.DataFrame(
+        [
+            {"run_id": run, "task_id": "t2i/a-v0", "step": step, "split": s, "prompt": p, "image": i}
+            for step in (0, 7)
+            for s in ("train", "test")
+            for p in prompts[s]
+            for i in range(per)
+        ]
+    )
     final = pd.DataFrame([{"run_id": run, "task_id": "t2i/a-v0", "algorithm": "ddpo", "seed": 0}])
     paths = t2i_sample_grids(final, samples, tmp_path / "runs", tmp_path / "f")
     assert [p.name for p in paths] == ["t2i_samples_a_ddpo.png"]
