@@ -139,11 +139,11 @@ def prompt_agreement(reward, graded, binary) -> dict[str, float]:
 def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 0) -> tuple[dict, list[dict]]:
     """Sample the base model on the train split's evaluation prompts with the algorithm's sampler settings;
     returns the set's summary (means over the prompts where each statistic is defined, rho with a
-    bootstrap 95% CI over prompts) and one `prompt_agreement` row per prompt."""
+    Student-t 95% CI over prompts) and one `prompt_agreement` row per prompt."""
     import torch
 
     from algorithms.diffusion.core import sample_trajectories
-    from benchmarks.stats import interval_estimate, mean
+    from benchmarks.stats import t_estimate
     from suites.t2i.shapes.oracle import score_images
 
     model = task.load_model()
@@ -161,7 +161,9 @@ def agreement_rows(task, algo_config: dict, images_per_prompt: int, seed: int = 
                            **prompt_agreement(clip, graded, binary)})
     frame = pd.DataFrame(per_prompt)
     rho = frame.rho.dropna().to_numpy()
-    _, low, high = interval_estimate(rho, mean) if len(rho) else (np.nan, np.nan, np.nan)
+    # a correlation lies in [-1, 1], so clipping the t interval there changes no coverage (few prompts: wide)
+    _, low, high, _ = t_estimate(rho) if len(rho) else (np.nan, np.nan, np.nan, np.nan)
+    low, high = (float(np.clip(v, -1.0, 1.0)) for v in (low, high))
     summary = {"prompts": len(frame), "images_per_prompt": images_per_prompt,
                "clipscore_sd_within_prompt": float(frame.clipscore_sd.mean()),
                "oracle_graded": float(frame.oracle_graded.mean()),        # equal images per prompt
@@ -246,8 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"Per train-split evaluation prompt, {args.agreement_images} images of the base model sampled "
                     f"with the {args.algorithm} grid's sampler settings (seed 0); within each prompt: rho = "
                     "Spearman correlation of clipscore (the training reward) and the oracle's graded score (mean "
-                    "over the `prompts_with_rho` prompts where neither is constant; rho_low / rho_high: bootstrap "
-                    "95% CI over those prompts); gap_graded / gap_binary = the oracle's graded / binary score of "
+                    "over the `prompts_with_rho` prompts where neither is constant; rho_low / rho_high: Student-t "
+                    "95% CI over those prompts, whose number is `prompts_with_rho`, clipped to [-1, 1]); "
+                    "gap_graded / gap_binary = the oracle's graded / binary score of "
                     "the images above the prompt's median clipscore minus the rest, i.e. what a per-prompt "
                     "advantage favours.  rho ~ 0: the reward ranks the model's own samples by something the "
                     "prompt does not ask for.  clipscore_sd_within_prompt: the reward's spread among one prompt's "

@@ -1,13 +1,19 @@
 """Paper-layout tables (Markdown, LaTeX, CSV) and figures (PNG), from `results/<suite>/index/` only.
 
-Every table cell is an aggregate over seeds with a stratified-bootstrap 95% CI (benchmarks/stats.py);
-the footer states the number of seeds, the bootstrap reps and seed.  The papers' own numbers
-(benchmarks/paper/<suite>.yaml) appear in separate reference columns and never enter an aggregate.
+Every interval a table or figure prints says what it is, over how many seeds (benchmarks/stats.py
+explains the choice, tests/test_stats.py measures the coverage): Student-t intervals over seeds for
+cells and for differences (paired where the design pairs them), and the stratified bootstrap only for
+the IQM aggregate, printed beside its simulated coverage.  Each table also lists the differences it
+tests, with p-values and Holm's correction over the table's family, in its footer and in
+`<name>_tests.csv`.  The papers' own numbers (benchmarks/paper/<suite>.yaml) appear in separate
+reference columns and never enter an aggregate.
 """
+
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -18,6 +24,7 @@ from benchmarks.results import atomic_write, atomic_write_csv, atomic_write_text
 from suites.errors import UserError
 
 PAPER_DIR = Path(__file__).parent / "paper"
+T_CI = "Student-t 95% CI"
 
 
 def paper_values(suite: str) -> dict[str, Any]:
@@ -25,16 +32,124 @@ def paper_values(suite: str) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.is_file() else {}
 
 
+def _interval(point: float, low: float, high: float, f: Callable[[float], str]) -> str:
+    """'point [low, high]', or the point alone marked '(no CI)' where the interval is undefined (1 seed)."""
+    if np.isnan(low) or np.isnan(high):
+        return f"{f(point)} (no CI)"
+    return f"{f(point)} [{f(low)}, {f(high)}]"
+
+
 def fmt_sci(point: float, low: float, high: float) -> str:
-    return f"{point:.1e} [{low:.1e}, {high:.1e}]"
+    return _interval(point, low, high, lambda v: f"{v:.1e}")
 
 
 def fmt_fixed(point: float, low: float, high: float, digits: int = 3) -> str:
-    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return _interval(point, low, high, lambda v: f"{v:.{digits}f}")
 
 
-def write_table(frame: pd.DataFrame, raw: pd.DataFrame, out_dir: Path, name: str, title: str, footer: str) -> list[Path]:
-    """Write <name>.md (title, table, footer), <name>.tex (booktabs + footnote) and <name>.csv (raw numbers)."""
+def fmt_signed(point: float, low: float, high: float, digits: int = 3) -> str:
+    """A difference: the point with its sign ('+0.0012 [-0.0019, 0.0045]')."""
+    return _interval(point, low, high, lambda v: f"{v:.{digits}f}").replace(
+        f"{point:.{digits}f}", f"{point:+.{digits}f}", 1
+    )
+
+
+def seeds_text(counts) -> str:
+    """'3 seeds' or '2-3 seeds' (the seeds per cell, as run)."""
+    counts = sorted({int(c) for c in counts})
+    if not counts:
+        return "no seeds"
+    return (
+        f"{counts[0]} seed{'s' if counts[0] != 1 else ''}"
+        if len(counts) == 1
+        else f"{counts[0]}-{counts[-1]} seeds"
+    )
+
+
+def fmt_p(p: float) -> str:
+    return "n/a" if np.isnan(p) else f"{p:.2g}"
+
+
+class Family:
+    """The differences one table tests.  Each is a two-sided test at 5%; the family is adjusted together
+    with Holm's step-down correction (family-wise error 5% under any dependence), and the chance count is
+    the family's size x 5%: the expected number of uncorrected p < 0.05 if no difference were real."""
+
+    def __init__(self, test: str, scope: str, note: str = ""):
+        self.test, self.scope, self.note, self.rows = test, scope, note, []
+
+    def add(self, label: str, estimate: tuple[float, float, float, float], text: str, **extra) -> None:
+        point, low, high, p = estimate
+        self.rows.append(
+            {
+                "difference": label,
+                "estimate": point,
+                "ci_low": low,
+                "ci_high": high,
+                "p": p,
+                "shown": text,
+                **extra,
+            }
+        )
+
+    def frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows)
+        if frame.empty:
+            return frame
+        frame["p_holm"] = stats.holm(frame.p.to_numpy())
+        frame["holds"] = frame.p_holm <= stats.ALPHA
+        frame["test"] = self.test
+        return frame
+
+    def footer(self) -> str:
+        frame = self.frame()
+        if frame.empty:
+            return ""
+        tested = frame[frame.p.notna()]
+        m = len(tested)
+        untestable = len(frame) - m
+        if m == 0:
+            return (
+                f" Tests: none possible ({len(frame)} differences, {self.scope}, have no spread over seeds "
+                f"to test against: one seed, or identical values)."
+            )
+
+        def listed(rows: pd.DataFrame) -> str:
+            return (
+                "; ".join(
+                    f"{r.difference} {r.shown} (p = {fmt_p(r.p)}, Holm {fmt_p(r.p_holm)})"
+                    for r in rows.sort_values("p", kind="stable").itertuples()
+                )
+                or "none"
+            )
+
+        nominal = tested[tested.p < stats.ALPHA]
+        text = (
+            f" Tests: {m} differences ({self.scope}), each a two-sided {self.test}.{self.note} "
+            f"{len(nominal)} {'has' if len(nominal) == 1 else 'have'} p < 0.05 before correction, where "
+            f"{m * stats.ALPHA:.2g} would by chance alone if none were "
+            f"real. Holding after Holm's correction over these {m} (family-wise error 5%): "
+            f"{listed(tested[tested.holds])}."
+        )
+        below = nominal[~nominal.holds]
+        if len(below):
+            text += f" p < 0.05 before correction only, not claimed: {listed(below)}."
+        if untestable:
+            text += f" Not testable (no spread over seeds): {untestable}."
+        return text
+
+
+def write_table(
+    frame: pd.DataFrame,
+    raw: pd.DataFrame,
+    out_dir: Path,
+    name: str,
+    title: str,
+    footer: str,
+    tests: pd.DataFrame | None = None,
+) -> list[Path]:
+    """Write <name>.md (title, table, footer), <name>.tex (booktabs + footnote), <name>.csv (raw numbers)
+    and, for a table that tests differences, <name>_tests.csv (every test, p and Holm-adjusted p)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     md = f"### {title}\n\n{frame.to_markdown(index=False)}\n\n{footer}\n"
     latex = frame.to_latex(index=False, escape=True, caption=title, column_format="l" * len(frame.columns))
@@ -43,6 +158,9 @@ def write_table(frame: pd.DataFrame, raw: pd.DataFrame, out_dir: Path, name: str
     atomic_write_text(paths[0], md)
     atomic_write_text(paths[1], latex)
     atomic_write_csv(paths[2], raw)
+    if tests is not None and not tests.empty:
+        paths.append(out_dir / f"{name}_tests.csv")
+        atomic_write_csv(paths[-1], tests)
     return paths
 
 
@@ -61,120 +179,241 @@ def final_eval(scalars: pd.DataFrame) -> pd.DataFrame:
     return ev[ev.step == last]
 
 
+def method_pairs(algos: list[str], baselines: set[str], reference: str | None) -> list[tuple[str, str]]:
+    """Which differences a zero-shot table tests: every learned method against the reference baseline,
+    then every pair of learned methods (later in `algos` minus earlier).  Any algorithm name works."""
+    learned = [a for a in algos if a not in baselines]
+    pairs = [(a, reference) for a in learned if reference in algos]
+    pairs += [(b, a) for i, a in enumerate(learned) for b in learned[i + 1 :]]
+    return pairs
+
+
 # ---- didactic ----------------------------------------------------------------------------------------
-DIDACTIC_METRICS = [  # (metric, column title, paper key, formatter)
-    ("successor_error", "M/rho error", "successor_error", fmt_sci),
-    ("successor_rel_error", "M/rho rel. error", None, fmt_sci),
-    ("q_error", "Q error", "q_error", fmt_sci),
-    ("policy_kl", "policy KL", "policy_kl", fmt_sci),
-    ("greedy_match", "greedy match", None, fmt_fixed),
+DIDACTIC_METRICS = [  # (metric, column title, paper key, formatter, log scale)
+    ("successor_error", "M/rho error", "successor_error", fmt_sci, True),
+    ("successor_rel_error", "M/rho rel. error", None, fmt_sci, True),
+    ("q_error", "Q error", "q_error", fmt_sci, True),
+    ("policy_kl", "policy KL", "policy_kl", fmt_sci, True),
+    ("greedy_match", "greedy match", None, fmt_fixed, False),
 ]
 METHOD_NAMES = {"fb": "FB", "onestep_fb": "one-step FB", "fb_zheng": "FB (Zheng)"}
+DIDACTIC_ORDER = ["fb", "onestep_fb"]
 
 
-def didactic_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-                    ) -> list[Path]:
+def _didactic_estimate(values: np.ndarray, log: bool) -> tuple[tuple[float, float, float, float], bool]:
+    """(estimate, on log scale): the geometric mean with a log-scale t interval where every value is > 0,
+    otherwise the arithmetic mean with a t interval."""
+    if log and len(values) and (values > 0).all():
+        return stats.log_t_estimate(values), True
+    return stats.t_estimate(values), False
+
+
+def didactic_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
     paper = paper_values("didactic").get("final_errors", {})
     final = final_eval(scalars)
-    display_rows, raw_rows = [], []
-    seeds_seen = set()
+    algos = [a for a in DIDACTIC_ORDER if a in set(final.algorithm)] + sorted(
+        set(final.algorithm) - set(DIDACTIC_ORDER)
+    )
+    family = Family(
+        "Welch t-test over seeds",
+        "every metric of every CMP, each pair of methods",
+        " Unpaired: methods share no training seed and the ground truth is exact. On log10 for the "
+        "errors, so the estimate is a ratio of geometric means.",
+    )
+    display_rows, raw_rows, seeds_seen, arithmetic = [], [], [], []
+    per_cell: dict[tuple[str, str, str], np.ndarray] = {}
     for (task_id, algo), group in sorted(final.groupby(["task_id", "algorithm"]), key=lambda kv: kv[0]):
         cmp = task_id.split("/", 1)[1]
         n_seeds = group.seed.nunique()
-        seeds_seen.add(n_seeds)
+        seeds_seen.append(n_seeds)
         steps = int(group.step.max())
         row = {"CMP": cmp, "method": METHOD_NAMES.get(algo, algo), "seeds": n_seeds, "steps": steps}
-        for metric, title, paper_key, fmt in DIDACTIC_METRICS:
+        for metric, title, paper_key, fmt, log in DIDACTIC_METRICS:
             values = group[group.metric == metric].sort_values("seed").value.to_numpy()
-            point, low, high = stats.interval_estimate(values, stats.iqm, reps=reps, seed=seed)
-            row[title] = fmt(point, low, high)
-            raw_rows.append({"task_id": task_id, "algorithm": algo, "metric": metric, "seeds": n_seeds, "step": steps,
-                             "iqm": point, "ci_low": low, "ci_high": high,
-                             "paper_approx": paper.get(cmp, {}).get(algo, {}).get(paper_key) if paper_key else None})
+            per_cell[(task_id, algo, metric)] = values
+            (point, low, high, _), on_log = _didactic_estimate(values, log)
+            row[title] = fmt(point, low, high) + ("" if on_log or not log else " †")
+            if log and not on_log:
+                arithmetic.append(f"{cmp} {METHOD_NAMES.get(algo, algo)} {title}")
+            raw_rows.append(
+                {
+                    "task_id": task_id,
+                    "algorithm": algo,
+                    "metric": metric,
+                    "seeds": n_seeds,
+                    "step": steps,
+                    "estimator": "geometric mean" if on_log else "mean",
+                    "point": point,
+                    "ci_low": low,
+                    "ci_high": high,
+                    "paper_approx": paper.get(cmp, {}).get(algo, {}).get(paper_key) if paper_key else None,
+                }
+            )
             if paper_key:
                 ref = paper.get(cmp, {}).get(algo, {}).get(paper_key)
                 row[f"{title} (paper, approx.)"] = "–" if ref is None else f"≈{ref:.0e}"
         display_rows.append(row)
+    for task_id in sorted(final.task_id.unique()):
+        for a, b in method_pairs(algos, set(), None):
+            for metric, title, _, fmt, log in DIDACTIC_METRICS:
+                x, y = per_cell.get((task_id, a, metric)), per_cell.get((task_id, b, metric))
+                if x is None or y is None or not len(x) or not len(y):
+                    continue
+                cmp = task_id.split("/", 1)[1]
+                label = f"{METHOD_NAMES.get(a, a)} vs {METHOD_NAMES.get(b, b)}, {cmp} {title}"
+                if log and (x > 0).all() and (y > 0).all():
+                    d, lo, hi, p = stats.welch_estimate(np.log10(x), np.log10(y))
+                    family.add(label, (10**d, 10**lo, 10**hi, p), "ratio " + fmt_sci(10**d, 10**lo, 10**hi))
+                else:
+                    est = stats.welch_estimate(x, y)
+                    family.add(label, est, "difference " + fmt_signed(*est[:3]))
     frame = pd.DataFrame(display_rows)
-    footer = (f"Cells: IQM over seeds with a stratified-bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); "
-              f"seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}. Final checkpoint, not the best. "
-              f"Paper columns: approximate final errors read off the one-step FB paper's website figure "
-              f"(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
-              f"ours is in benchmarks/configs/didactic.yaml."
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed (see `b2fb collect`)."
-                 if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw_rows), out_tables, "didactic_errors",
-                        "Didactic CMPs: final errors against exact ground truth", footer)
-    paths.append(didactic_error_figure(scalars, out_figs / "didactic_error_vs_steps.png", reps, seed))
+    tests = family.frame()
+    footer = (
+        f"Cells: for the errors, the geometric mean over seeds with a {T_CI} computed on log10 "
+        f"(errors span orders of magnitude; exact if the log-errors are normal); greedy match: the "
+        f"mean with a {T_CI}"
+        + (
+            f"; † = arithmetic mean with a {T_CI} (a seed's value is not > 0): {', '.join(arithmetic)}"
+            if arithmetic
+            else ""
+        )
+        + f". {seeds_text(seeds_seen)} per cell. Final checkpoint, not the best."
+        + family.footer()
+        + " Paper columns: approximate final errors read off the one-step FB paper's website figure "
+        "(fb.md §4.1), for reference only; the paper's protocol (parameterisation, lr, latents) is unknown, "
+        "ours is in benchmarks/configs/didactic.yaml."
+        + (
+            f" INCOMPLETE: {missing} runs of this grid are missing or failed (see `b2fb collect`)."
+            if missing
+            else ""
+        )
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw_rows),
+        out_tables,
+        "didactic_errors",
+        "Didactic CMPs: final errors against exact ground truth",
+        footer,
+        tests,
+    )
+    paths.append(didactic_error_figure(scalars, out_figs / "didactic_error_vs_steps.png"))
     return paths
 
 
-def didactic_error_figure(scalars: pd.DataFrame, path: Path, reps: int, seed: int) -> Path:
+def didactic_error_figure(scalars: pd.DataFrame, path: Path) -> Path:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [(m, t) for m, t, _, _ in DIDACTIC_METRICS if m != "greedy_match"]
+    metrics = [(m, t) for m, t, _, _, log in DIDACTIC_METRICS if log]
     ev = scalars[scalars.split == "eval"]
     tasks = sorted(ev.task_id.unique())
-    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4.2 * len(metrics), 3.2 * len(tasks)),
-                             squeeze=False, constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(tasks),
+        len(metrics),
+        figsize=(4.2 * len(metrics), 3.2 * len(tasks) + 0.3),
+        squeeze=False,
+        constrained_layout=True,
+    )
     colors = {"fb": "tab:blue", "onestep_fb": "tab:orange", "fb_zheng": "tab:green"}
+    seeds = set()
+    floor = 1e-16
     for i, task_id in enumerate(tasks):
         for j, (metric, title) in enumerate(metrics):
             ax = axes[i][j]
             sub = ev[(ev.task_id == task_id) & (ev.metric == metric)]
             for algo, g in sorted(sub.groupby("algorithm")):
                 table = g.pivot_table(index="step", columns="seed", values="value")
+                seeds.add(table.shape[1])
                 steps = table.index.to_numpy()
-                est = np.array([stats.interval_estimate(row.dropna().to_numpy(), stats.iqm, reps=min(reps, 500), seed=seed)
-                                for _, row in table.iterrows()])
-                floor = 1e-16
-                ax.plot(steps, np.maximum(est[:, 0], floor), label=METHOD_NAMES.get(algo, algo),
-                        color=colors.get(algo))
-                ax.fill_between(steps, np.maximum(est[:, 1], floor), np.maximum(est[:, 2], floor), alpha=0.25,
-                                color=colors.get(algo))
+                est = np.array(
+                    [_didactic_estimate(row.dropna().to_numpy(), True)[0][:3] for _, row in table.iterrows()]
+                )
+                ax.plot(
+                    steps,
+                    np.maximum(est[:, 0], floor),
+                    label=f"{METHOD_NAMES.get(algo, algo)} (n = {table.shape[1]})",
+                    color=colors.get(algo),
+                )
+                if table.shape[1] > 1:
+                    ax.fill_between(
+                        steps,
+                        np.maximum(est[:, 1], floor),
+                        np.maximum(est[:, 2], floor),
+                        alpha=0.25,
+                        color=colors.get(algo),
+                    )
             ax.set_yscale("log")
             ax.set_title(f"{task_id.split('/', 1)[1]}: {title}", fontsize=10)
             ax.set_xlabel("gradient steps")
             ax.grid(True, which="major", alpha=0.3)
             if i == 0 and j == 0:
                 ax.legend(fontsize=8)
-    fig.suptitle("Error against exact ground truth (IQM over seeds, 95% bootstrap CI)", fontsize=11)
+    fig.suptitle(
+        f"Error against exact ground truth: geometric mean over {seeds_text(seeds)}; band = "
+        f"{T_CI} on log10 over the seeds",
+        fontsize=11,
+    )
     save_figure(fig, path)
     return path
 
 
 # ---- dmc ---------------------------------------------------------------------------------------------------
 DMC_ORDER = ["fb", "onestep_fb", "uniform_random", "zero_action"]
-DMC_NAMES = {"fb": "FB", "onestep_fb": "one-step FB", "uniform_random": "uniform random",
-             "zero_action": "zero action"}
+DMC_NAMES = {
+    "fb": "FB",
+    "onestep_fb": "one-step FB",
+    "uniform_random": "uniform random",
+    "zero_action": "zero action",
+}
+DMC_BASELINES = {"uniform_random", "zero_action"}  # reference policies: compared against, not with each other
+DMC_REFERENCE = "uniform_random"
+DMC_PAIRING = (
+    " Unpaired: every run is evaluated on the same 10 start states (environment seeds eval_seed to "
+    "eval_seed + 9), a fixed part of the benchmark that seed k of one method shares with every seed "
+    "of another, and methods share no training seed, so there is nothing to pair by."
+)
 
 
-def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-               ) -> list[Path]:
-    """Domains x tasks, mean return with a bootstrap 95% CI over seeds, per-domain overall; the paper's
-    FB and one-step FB numbers in separate columns; IQM of normalised scores and performance profiles."""
+def _dmc_name(algo: str) -> str:
+    return DMC_NAMES.get(algo, algo)
+
+
+def dmc_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
+    """Domains x tasks, mean return over seeds with a Student-t 95% CI, per-domain overall; the paper's
+    FB and one-step FB numbers in separate columns; the methods' differences tested (Welch, Holm); IQM of
+    normalised scores and performance profiles."""
     from suites.dmc.domains import DOMAINS
 
     paper = paper_values("dmc")
     final = final_eval(scalars)
     final = final[final.metric.str.endswith("/return")].copy()
-    final["domain"] = final.task_id.str.split("/").str[1].str.replace(r"-zeroshot-v\d+$", "", regex=True).str.replace(
-        "-", "_")
+    final["domain"] = (
+        final.task_id.str.split("/").str[1].str.replace(r"-zeroshot-v\d+$", "", regex=True).str.replace("-", "_")
+    )
     final["task"] = final.metric.str[: -len("/return")]
-    algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(set(final.algorithm) - set(DMC_ORDER))
-    rows, raw = [], []
-    seeds_seen = set()
-
-    def cell(values: np.ndarray) -> tuple[str, tuple[float, float, float]]:
-        point, low, high = stats.interval_estimate(values, stats.mean, reps=reps, seed=seed)
-        return f"{point:.0f} [{low:.0f}, {high:.0f}]", (point, low, high)
-
+    algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(
+        set(final.algorithm) - set(DMC_ORDER)
+    )
+    family = Family(
+        "Welch t-test over seeds",
+        "every task and domain-overall row, each learned method against uniform random and "
+        "against each other learned method",
+        DMC_PAIRING,
+    )
+    rows, raw, seeds_seen = [], [], []
     for domain in [d for d in DOMAINS if d in set(final.domain)]:
         sub = final[final.domain == domain]
         for task in sorted(sub.task.unique()) + ["overall"]:
             row = {"domain": domain, "task": task}
+            values_of = {}
             for algo in algos:
                 g = sub[sub.algorithm == algo]
                 if task == "overall":  # per seed: mean over the domain's tasks, then across seeds
@@ -182,84 +421,149 @@ def dmc_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                 else:
                     values = g[g.task == task].sort_values("seed").value.to_numpy()
                 if len(values) == 0:
-                    row[DMC_NAMES.get(algo, algo)] = "–"
+                    row[_dmc_name(algo)] = "–"
                     continue
-                seeds_seen.add(len(values))
-                text, (point, low, high) = cell(values)
-                row[DMC_NAMES.get(algo, algo)] = text
-                raw.append({"domain": domain, "task": task, "algorithm": algo, "seeds": len(values),
-                            "mean": point, "ci_low": low, "ci_high": high})
+                values_of[algo] = values
+                seeds_seen.append(len(values))
+                point, low, high, _ = stats.t_estimate(values)
+                row[_dmc_name(algo)] = _interval(point, low, high, lambda v: f"{v:.0f}")
+                raw.append(
+                    {
+                        "domain": domain,
+                        "task": task,
+                        "algorithm": algo,
+                        "seeds": len(values),
+                        "mean": point,
+                        "ci_low": low,
+                        "ci_high": high,
+                    }
+                )
             for algo in ("fb", "onestep_fb"):
-                ref = (paper.get("overall", {}).get(domain, {}) if task == "overall"
-                       else paper.get("returns", {}).get(domain, {}).get(task, {})).get(algo)
+                ref = (
+                    paper.get("overall", {}).get(domain, {})
+                    if task == "overall"
+                    else paper.get("returns", {}).get(domain, {}).get(task, {})
+                ).get(algo)
                 row[f"{DMC_NAMES[algo]} (paper)"] = "–" if ref is None else f"{ref[0]} ± {ref[1]}"
             rows.append(row)
+            for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
+                if a in values_of and b in values_of:
+                    est = stats.welch_estimate(values_of[a], values_of[b])
+                    family.add(
+                        f"{_dmc_name(a)} − {_dmc_name(b)} on {domain} {task}",
+                        est,
+                        _interval(*est[:3], lambda v: f"{v:+.0f}"),
+                    )
     frame = pd.DataFrame(rows)
-    # Honest comparisons, computed, not written by hand: tasks where each method beats uniform random.
-    per_task = final[final.task != "overall"].groupby(["algorithm", "domain", "task"]).value.mean()
-    cis = pd.DataFrame(raw)
-    cis = cis[cis.task != "overall"].set_index(["algorithm", "domain", "task"]) if len(cis) else cis
-    lines = []
-
-    def beats(a: str, b: str) -> str:  # over the tasks where both have results; also the stricter count
-        diff = (per_task[a] - per_task[b]).dropna()
-        apart = (cis.loc[a].ci_low - cis.loc[b].ci_high).dropna()   # a's 95% CI entirely above b's
-        return (f"{DMC_NAMES[a]} beats {DMC_NAMES[b]} on {int((diff > 0).sum())}/{len(diff)} tasks "
-                f"({int((apart > 0).sum())} with CIs apart)")
-
-    if "uniform_random" in algos:
-        lines += [beats(algo, "uniform_random") for algo in ("fb", "onestep_fb") if algo in algos]
-    if {"fb", "onestep_fb"} <= set(algos):
-        lines.append(beats("onestep_fb", "fb"))
-    lines[-1:] = [f"{lines[-1]} (means over seeds; 'CIs apart': the lower 95% bound above the other's upper)"] \
-        if lines else []
-    footer = (f"Cells: mean undiscounted return over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed="
-              f"{seed}); seeds per cell: {', '.join(str(s) for s in sorted(seeds_seen))}; final checkpoint. "
-              f"'overall' = mean over the domain's tasks per seed. {'; '.join(lines)}. Paper columns: the one-step "
-              f"FB paper's reported numbers (RND 5M data, 1M steps, full-size nets; fb.md §5.3), for reference "
-              f"only, never aggregated with ours."
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw), out_tables, "dmc_returns",
-                        "Zero-shot returns on DMC (ExORL tasks)", footer)
+    tests = family.frame()
+    footer = (
+        f"Cells: mean undiscounted return over seeds with a {T_CI}; {seeds_text(seeds_seen)} per cell; "
+        f"final checkpoint. 'overall' = mean over the domain's tasks per seed. Each run is evaluated on "
+        f"the same 10 episodes' start states, so the intervals are over training seeds (and action "
+        f"noise) at those start states."
+        + family.footer()
+        + " Paper columns: the one-step FB paper's reported numbers (RND 5M data, 1M steps, full-size "
+        "nets; fb.md §5.3), for reference only, never aggregated with ours."
+        + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else "")
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw),
+        out_tables,
+        "dmc_returns",
+        "Zero-shot returns on DMC (ExORL tasks)",
+        footer,
+        tests,
+    )
     paths += dmc_aggregate(final, algos, out_tables, out_figs, reps, seed)
     return paths
 
 
-def dmc_aggregate(final: pd.DataFrame, algos: list[str], out_tables: Path, out_figs: Path, reps: int, seed: int
-                  ) -> list[Path]:
-    """IQM of normalised returns (return / episode length, i.e. / max return) over (seed x task), with a
-    stratified bootstrap CI, and performance profiles (fraction of runs x tasks above a threshold)."""
+def dmc_aggregate(
+    final: pd.DataFrame, algos: list[str], out_tables: Path, out_figs: Path, reps: int, seed: int
+) -> list[Path]:
+    """Normalised returns (return / episode length, i.e. / max return) aggregated over seeds x tasks: the
+    mean with a stratified Student-t CI over domains, the IQM with the stratified bootstrap and that
+    bootstrap's simulated coverage; the methods' mean differences tested; performance profiles."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from suites.dmc.domains import DOMAINS
 
     final = final.assign(score=final.value / final.domain.map(lambda d: DOMAINS[d].episode_length))
-    rows, matrices = [], {}
+    rows, matrices, domain_means, weights = [], {}, {}, {}
     for algo in algos:
-        m = final[final.algorithm == algo].pivot_table(index="seed", columns=["domain", "task"], values="score")
+        m = final[final.algorithm == algo].pivot_table(
+            index="seed", columns=["domain", "task"], values="score"
+        )
         m = m.dropna(axis=0)
-        matrices[algo] = m.to_numpy()
-        point, low, high = stats.interval_estimate(matrices[algo], stats.iqm, reps=reps, seed=seed)
-        rows.append({"method": DMC_NAMES.get(algo, algo), "runs": m.shape[0], "tasks": m.shape[1],
-                     "IQM normalised return": fmt_fixed(point, low, high),
-                     "mean normalised return": fmt_fixed(*stats.interval_estimate(matrices[algo], stats.mean,
-                                                                                   reps=reps, seed=seed))})
+        matrices[algo] = m
+        domains = m.columns.get_level_values("domain")
+        # one trial trains once per (domain, seed) and evaluates all its tasks: domains are the independent
+        # strata, a domain's tasks are resampled together
+        groups = {d: m.loc[:, domains == d].mean(axis=1).to_numpy() for d in dict.fromkeys(domains)}
+        domain_means[algo] = groups
+        weights[algo] = {d: float((domains == d).sum()) / m.shape[1] for d in groups}
+        point, low, high = stats.interval_estimate(
+            m.to_numpy(), stats.iqm, reps=reps, seed=seed, strata=list(domains)
+        )
+        coverage = stats.bootstrap_coverage(m.to_numpy(), strata=list(domains), seed=seed)
+        mean_est = stats.stratified_estimate(list(groups.values()), list(weights[algo].values()))
+        rows.append(
+            {
+                "method": _dmc_name(algo),
+                "seeds": m.shape[0],
+                "tasks": m.shape[1],
+                "mean normalised return": fmt_fixed(*mean_est[:3]),
+                "IQM normalised return": fmt_fixed(point, low, high),
+                "IQM interval's simulated coverage": "–" if np.isnan(coverage) else f"{100 * coverage:.0f}%",
+            }
+        )
+    family = Family(
+        "stratified Welch t-test over seeds within domains",
+        "mean normalised return, each learned method against uniform random and against each other "
+        "learned method",
+        DMC_PAIRING,
+    )
+    for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
+        if list(domain_means[a]) != list(domain_means[b]):
+            continue
+        groups = list(domain_means[a].values()) + list(domain_means[b].values())
+        w = list(weights[a].values()) + [-v for v in weights[b].values()]
+        est = stats.stratified_estimate(groups, w)
+        family.add(f"{_dmc_name(a)} − {_dmc_name(b)}", est, fmt_signed(*est[:3]))
     frame = pd.DataFrame(rows)
-    footer = (f"Normalised return = return / maximum return (episode length). IQM and mean over seeds x tasks "
-              f"with a stratified bootstrap 95% CI (reps={reps}, bootstrap seed={seed}).")
-    paths = write_table(frame, frame, out_tables, "dmc_aggregate", "Zero-shot DMC: aggregate scores", footer)
+    tests = family.frame()
+    footer = (
+        f"Normalised return = return / maximum return (episode length), over seeds x tasks. Mean: "
+        f"{T_CI} stratified by domain (each domain's per-seed mean over its tasks, weighted by its tasks; "
+        f"Welch-Satterthwaite degrees of freedom). IQM: the stratified bootstrap's percentile interval "
+        f"(rliable's convention, {reps} resamples, bootstrap seed {seed}; seeds resampled within each "
+        f"domain, a domain's tasks together since one run evaluates them all). It is NOT a calibrated 95% "
+        f"CI at these seed counts: its coverage, simulated at this table's shape (normal seeds with each "
+        f"domain's observed means and covariance), is in the last column." + family.footer()
+    )
+    paths = write_table(
+        frame, frame, out_tables, "dmc_aggregate", "Zero-shot DMC: aggregate scores", footer, tests
+    )
     fig, ax = plt.subplots(figsize=(5.5, 3.6), constrained_layout=True)
-    taus = np.linspace(0, 1, 101)
+    top = max(float(np.nanmax(m.to_numpy())) for m in matrices.values()) if matrices else 1.0
+    taus = np.linspace(0, min(1.0, top * 1.05 + 1e-9), 201)
     for algo in algos:
-        x = matrices[algo].ravel()
-        ax.plot(taus, [(x > t).mean() for t in taus], label=DMC_NAMES.get(algo, algo))
-    ax.set_xlabel("normalised return threshold τ")
+        x = matrices[algo].to_numpy().ravel()
+        ax.plot(
+            taus,
+            [(x > t).mean() for t in taus],
+            label=f"{_dmc_name(algo)} ({matrices[algo].shape[0]} seeds × {matrices[algo].shape[1]} tasks)",
+        )
+    ax.set_xlim(0, taus[-1])
+    ax.set_xlabel("normalised return threshold τ (axis ends past the best run × task)")
     ax.set_ylabel("fraction of runs × tasks > τ")
-    ax.set_title("Performance profiles (DMC)")
+    ax.set_title("Performance profiles (DMC): point estimates, no interval bands", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     path = out_figs / "dmc_performance_profile.png"
     save_figure(fig, path)
     return paths + [path]
@@ -281,11 +585,10 @@ T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2di
 # Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
 # equal movement of the policy.
 T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
-VERDICT_METRICS = ("clipscore", "oracle_binary", "jpeg_compressibility", "jpeg_incompressibility")
 
 
 def _t2i_evaluations(scalars: pd.DataFrame) -> pd.DataFrame:
-    """The evaluation rows, with a metric 'train/clipscore' split into split_name 'train' and name 'clipscore'."""
+    """The evaluation rows, a metric 'train/clipscore' split into split_name 'train' and name 'clipscore'."""
     ev = scalars[scalars.split == "eval"]
     parts = ev.metric.str.split("/", n=1)
     return ev.assign(split_name=parts.str[0], name=parts.str[1])
@@ -296,37 +599,118 @@ def _t2i_label(task: str, algo: str) -> str:
     return f"{T2I_NAMES.get(algo, algo)}: {task.split('/')[1].removesuffix('-v0')}"
 
 
-def _t2i_difference(raw: list[dict], task: str, split: str, metric: str, algo: str, against: str,
-                    final: pd.Series | pd.DataFrame, reference: pd.Series | pd.DataFrame, reps: int, seed: int
-                    ) -> tuple[float, float, float] | None:
-    """Paired difference final - reference (indexed by seed; columns = prompt sets for the pooled row), its
-    mean with a (stratified) bootstrap CI, appended to `raw`; None when no seed is paired."""
+def _set_name(task: str) -> str:
+    return task.split("/")[1].removesuffix("-v0")
+
+
+def _t2i_estimate(values: pd.Series | pd.DataFrame) -> tuple[float, float, float, float]:
+    """Mean over seeds with a t interval; for a frame (seeds x prompt sets, the pooled rows) the mean over
+    sets of each set's mean over seeds, stratified by set (each set's runs are trained independently)."""
+    if isinstance(values, pd.DataFrame):
+        return stats.stratified_estimate([values[c].dropna().to_numpy() for c in values.columns])
+    return stats.t_estimate(values.dropna().to_numpy())
+
+
+def _t2i_difference(
+    raw: list[dict],
+    family: Family,
+    task: str,
+    split: str,
+    metric: str,
+    algo: str,
+    against: str,
+    final: pd.Series | pd.DataFrame,
+    reference: pd.Series | pd.DataFrame,
+    digits: int,
+) -> str | None:
+    """Paired difference final - reference (indexed by seed; columns = prompt sets for the pooled row): its
+    mean with a paired t interval (stratified over sets when pooled), appended to `raw` and tested in
+    `family`; returns the cell text, None when no seed is paired."""
     diff = (final - reference).dropna()
     if diff.empty:
         return None
-    point, low, high = stats.interval_estimate(diff.to_numpy(), stats.mean, reps=reps, seed=seed)
-    raw.append({"task": task, "split": split, "metric": metric, "algorithm": algo, "against": against,
-                "seeds": int(diff.shape[0]), "final": float(final.to_numpy().mean()),
-                "reference": float(reference.to_numpy().mean()), "delta": point, "delta_ci_low": low,
-                "delta_ci_high": high})
-    return point, low, high
+    point, low, high, p = _t2i_estimate(diff)
+    raw.append(
+        {
+            "task": task,
+            "split": split,
+            "metric": metric,
+            "algorithm": algo,
+            "against": against,
+            "seeds": int(diff.shape[0]),
+            "final": float(final.to_numpy().mean()),
+            "reference": float(reference.to_numpy().mean()),
+            "delta": point,
+            "delta_ci_low": low,
+            "delta_ci_high": high,
+            "p": p,
+        }
+    )
+    text = fmt_signed(point, low, high, digits)
+    versus = "base" if against == "base" else "control"
+    title = dict((m, t) for m, t, _ in T2I_METRICS).get(metric, metric)
+    family.add(
+        f"{T2I_NAMES.get(algo, algo)} − {versus}, {_set_name(task)} {split} {title}",
+        (point, low, high, p),
+        text,
+    )
+    return text
 
 
-def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
-               ) -> list[Path]:
+def _t2i_eval_size(samples: pd.DataFrame | None) -> str:
+    """What one evaluation judges, from the runs' sample rows: prompts per split and images per prompt."""
+    if samples is None or samples.empty:
+        return ""
+    first = samples[samples.step == samples.groupby("run_id").step.transform("min")]
+    per = first.groupby(["task_id", "split"]).agg(
+        prompts=("prompt", "nunique"), images=("image", lambda s: int(s.max()) + 1)
+    )
+    sizes = "; ".join(
+        f"{_set_name(t)} {int(g.loc[(t, 'train'), 'prompts']) if (t, 'train') in g.index else 0} "
+        f"train / {int(g.loc[(t, 'test'), 'prompts']) if (t, 'test') in g.index else 0} test"
+        for t, g in per.groupby(level=0)
+    )
+    images = sorted(set(per.images))
+    return (
+        f" Evaluation per run and split: the split's first prompts up to the grid's eval_max_prompts "
+        f"({sizes} "
+        f"prompts), {'/'.join(str(i) for i in images)} images each, so each cell judges at most "
+        f"{int(per.prompts.max()) * max(images)} images per run; inference is about these prompts, not "
+        f"the whole prompt set."
+    )
+
+
+def _t2i_samples(out_tables: Path, run_ids: set[str]) -> pd.DataFrame | None:
+    path = out_tables.parent.parent / "index" / "samples.parquet"
+    if not path.is_file():
+        return None
+    samples = pd.read_parquet(path, columns=["run_id", "task_id", "step", "split", "prompt", "image"])
+    return samples[samples.run_id.isin(run_ids)]
+
+
+def t2i_tables(
+    scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
+) -> list[Path]:
     """Prompt sets x split x metric: the base model (each run's step-0 evaluation, on the same noise as
-    its final one) beside each fine-tuned method, mean with a bootstrap 95% CI over seeds; plus the
-    reward against reward queries (figure) and base-vs-fine-tuned sample grids."""
+    its final one) beside each fine-tuned method, mean over seeds with a Student-t 95% CI, and the paired
+    differences, tested with Holm's correction; plus the reward against reward queries (figure) and
+    labelled base-vs-fine-tuned sample grids."""
     ev = _t2i_evaluations(scalars)
     last = ev.groupby("run_id").step.transform("max")
     base, final = ev[ev.step == 0], ev[ev.step == last]
     algos = sorted(set(final.algorithm))
-    rows, raw, seeds_seen, lines = [], [], set(), []
+    samples = _t2i_samples(out_tables, set(scalars.run_id))
+    family = Family(
+        "paired t-test over seeds",
+        "every difference the table prints, all metrics, sets, splits and the pooled rows",
+        " Paired: '− base' compares a run's final model with its own base model on the same evaluation "
+        "noise, '− control' a method with its control on the same seed's noise; the 'all sets' rows "
+        "are stratified over prompt sets (Welch-Satterthwaite df).",
+    )
+    rows, raw, seeds_seen = [], [], []
 
-    def cell(values: np.ndarray, digits: int) -> str:
-        point, low, high = stats.interval_estimate(values, stats.mean, reps=reps, seed=seed)
-        raw_cell.append((point, low, high))
-        return fmt_fixed(point, low, high, digits)
+    def cell(values: pd.Series | pd.DataFrame, digits: int) -> str:
+        return fmt_fixed(*_t2i_estimate(values)[:3], digits)
 
     for task in sorted(final.task_id.unique()):
         for split in ("train", "test"):
@@ -334,69 +718,86 @@ def t2i_tables(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing:
                 sel = (final.task_id == task) & (final.split_name == split) & (final.name == metric)
                 if not sel.any():
                     continue
-                row = {"prompt set": task.split("/")[1].removesuffix("-v0"), "split": split, "metric": title}
+                row = {"prompt set": _set_name(task), "split": split, "metric": title}
                 b = base[(base.task_id == task) & (base.split_name == split) & (base.name == metric)]
-                raw_cell: list = []
                 # the base model: one value per seed (each seed evaluates on its own noise)
-                values = b.groupby("seed").value.mean().to_numpy()
+                values = b.groupby("seed").value.mean()
                 row["base"] = cell(values, digits) if len(values) else "–"
                 finals = {}
                 for algo in algos:
                     g = final[sel & (final.algorithm == algo)].sort_values("seed")
-                    seeds_seen.add(len(g))
-                    row[T2I_NAMES.get(algo, algo)] = cell(g.value.to_numpy(), digits) if len(g) else "–"
+                    seeds_seen.append(len(g))
+                    row[T2I_NAMES.get(algo, algo)] = (
+                        cell(g.set_index("seed").value, digits) if len(g) else "–"
+                    )
                     finals[algo] = g.set_index("seed").value
                     if len(g) and len(values):
                         gb = b[b.algorithm == algo].set_index("seed").value
-                        d = _t2i_difference(raw, task, split, metric, algo, "base", finals[algo], gb, reps, seed)
+                        d = _t2i_difference(
+                            raw, family, task, split, metric, algo, "base", finals[algo], gb, digits
+                        )
                         if d is not None:
-                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = fmt_fixed(*d, digits)
+                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = d
                 for algo, control in T2I_CONTROLS.items():
                     if algo in finals and control in finals:
-                        d = _t2i_difference(raw, task, split, metric, algo, control, finals[algo], finals[control],
-                                            reps, seed)
+                        d = _t2i_difference(
+                            raw,
+                            family,
+                            task,
+                            split,
+                            metric,
+                            algo,
+                            control,
+                            finals[algo],
+                            finals[control],
+                            digits,
+                        )
                         if d is not None:
-                            row[f"{T2I_NAMES.get(algo, algo)} − control"] = fmt_fixed(*d, digits)
+                            row[f"{T2I_NAMES.get(algo, algo)} − control"] = d
                 rows.append(row)
-    rows += _t2i_pooled_rows(base, final, algos, raw, reps, seed)
+    rows += _t2i_pooled_rows(base, final, algos, raw, family)
     frame = pd.DataFrame(rows).fillna("–")
-    tested = [r for r in raw if r["metric"] in VERDICT_METRICS and r["seeds"] >= 2]  # one seed has no CI
-    for r in tested:
-        sign = "raises" if r["delta_ci_low"] > 0 else "lowers" if r["delta_ci_high"] < 0 else None
-        if sign:
-            versus = "" if r["against"] == "base" else f" against {T2I_NAMES.get(r['against'], r['against'])}"
-            lines.append(f"{T2I_NAMES.get(r['algorithm'], r['algorithm'])} {sign} {r['metric']}{versus} on "
-                         f"{r['task'].split('/')[1]} {r['split']}")
-    verdicts = ""
-    if tested:
-        verdicts = (f" Differences whose 95% CI excludes 0 ({', '.join(VERDICT_METRICS)}): "
-                    f"{'; '.join(lines) if lines else 'none'}; every other difference in these metrics is "
-                    f"not significant (of {len(tested)} differences tested, about {len(tested) / 20:.1f} would "
-                    f"exclude 0 by chance alone).")
-    control_note = (" '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
-                    "shuffled) by seed." if any(r["against"] != "base" for r in raw) else "")
-    footer = (f"Cells: mean over seeds with a bootstrap 95% CI (reps={reps}, bootstrap seed={seed}); seeds per "
-              f"cell: {', '.join(str(s) for s in sorted(seeds_seen))}. 'base' = each run's evaluation before "
-              f"fine-tuning (LoRA at zero), on the same evaluation noise as its final evaluation, so "
-              f"'− base' is a paired difference;{control_note} clipscore = cosine similarity in the "
-              f"reward model's embedding (the training reward unless a JPEG row names another); oracle = the "
-              f"exact pixel judge that training never sees (graded: share of prompt parts that hold; all "
-              f"parts: binary); diversity = mean pairwise distance of one prompt's images.{verdicts}"
-              + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else ""))
-    paths = write_table(frame, pd.DataFrame(raw), out_tables, "t2i_alignment",
-                        "Text-to-image alignment: base vs fine-tuned", footer)
+    tests = family.frame()
+    control_note = (
+        " '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
+        "shuffled) by seed, on the same evaluation noise."
+        if any(r["against"] != "base" for r in raw)
+        else ""
+    )
+    footer = (
+        f"Cells: mean over seeds with a {T_CI} ({seeds_text(seeds_seen)} per cell); 'all sets': the mean "
+        f"over prompt sets of each set's mean over seeds, {T_CI} stratified by set. 'base' = each run's "
+        f"evaluation before fine-tuning (LoRA at zero), on the same evaluation noise as its final "
+        f"evaluation, so '− base' is a paired difference (paired t).{control_note}"
+        + _t2i_eval_size(samples)
+        + " clipscore = cosine similarity in the reward model's embedding (the training reward unless a "
+        "JPEG row names another); oracle = the exact pixel judge that training never sees (graded: share "
+        "of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of one prompt's "
+        "images."
+        + family.footer()
+        + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else "")
+    )
+    paths = write_table(
+        frame,
+        pd.DataFrame(raw),
+        out_tables,
+        "t2i_alignment",
+        "Text-to-image alignment: base vs fine-tuned",
+        footer,
+        tests,
+    )
     paths += t2i_reward_curve(scalars, out_figs)
-    paths += t2i_eval_curve(scalars, out_tables, out_figs, reps, seed)
-    paths += t2i_sample_grids(final, out_tables.parent.parent / "runs", out_figs)
+    paths += t2i_eval_curve(scalars, out_tables, out_figs)
+    paths += t2i_sample_grids(final, samples, out_tables.parent.parent / "runs", out_figs)
     return paths
 
 
-def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], reps: int,
-                     seed: int) -> list[dict]:
-    """'all sets' rows: the mean over prompt sets and seeds, with a stratified bootstrap CI (seeds resampled
-    within each set, as the dmc aggregate does over tasks).  Only where every set has the same seeds.  The
-    pooled differences (against base, and against a method's control where both ran) are also appended to
-    `raw` (the table's CSV rows and the footer's verdicts)."""
+def _t2i_pooled_rows(
+    base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], family: Family
+) -> list[dict]:
+    """'all sets' rows: the mean over prompt sets of each set's mean over seeds, with a t interval
+    stratified by set.  Only where every set has the same seeds.  The pooled differences (against base,
+    and against a method's control where both ran) are also appended to `raw` and tested in `family`."""
     tasks = sorted(final.task_id.unique())
     if len(tasks) < 2:
         return []
@@ -418,15 +819,24 @@ def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], 
                 finals[algo] = f
                 name = T2I_NAMES.get(algo, algo)
                 for column, values in {"base": b, name: f}.items():
-                    row[column] = fmt_fixed(*stats.interval_estimate(values.to_numpy(), stats.mean, reps=reps,
-                                                                     seed=seed), digits)
-                d = _t2i_difference(raw, "t2i/all-sets", split, metric, algo, "base", f, b, reps, seed)
-                row[f"{name} − base"] = fmt_fixed(*d, digits)
+                    row[column] = fmt_fixed(*_t2i_estimate(values)[:3], digits)
+                row[f"{name} − base"] = _t2i_difference(
+                    raw, family, "t2i/all-sets", split, metric, algo, "base", f, b, digits
+                )
             for algo, control in T2I_CONTROLS.items():
                 if algo in finals and control in finals and finals[algo].index.equals(finals[control].index):
-                    d = _t2i_difference(raw, "t2i/all-sets", split, metric, algo, control, finals[algo],
-                                        finals[control], reps, seed)
-                    row[f"{T2I_NAMES.get(algo, algo)} − control"] = fmt_fixed(*d, digits)
+                    row[f"{T2I_NAMES.get(algo, algo)} − control"] = _t2i_difference(
+                        raw,
+                        family,
+                        "t2i/all-sets",
+                        split,
+                        metric,
+                        algo,
+                        control,
+                        finals[algo],
+                        finals[control],
+                        digits,
+                    )
             if len(row) > 3:
                 rows.append(row)
     return rows
@@ -434,24 +844,32 @@ def _t2i_pooled_rows(base: pd.DataFrame, final: pd.DataFrame, algos: list[str], 
 
 def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     """Mean training reward per epoch against cumulative reward queries, one line per (task, method),
-    with the spread over seeds shaded (min..max)."""
+    with the spread over seeds shaded (min..max, not an interval estimate)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tr = scalars[scalars.split == "train"]
-    wide = tr.pivot_table(index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric",
-                          values="value").reset_index()
+    wide = tr.pivot_table(
+        index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric", values="value"
+    ).reset_index()
     if wide.empty or "budget/reward_queries" not in wide:
         return []
     fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    seeds = set()
     for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
+        seeds.add(g.seed.nunique())
         curve = g.groupby("budget/reward_queries").reward_mean.agg(["mean", "min", "max"])
-        line, = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
+        (line,) = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
         ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("reward queries (images scored)")
     ax.set_ylabel("mean training reward per epoch")
-    ax.set_title("Reward against reward queries (shaded: min..max over seeds)")
+    ax.set_title(
+        f"Reward against reward queries: mean over {seeds_text(seeds)};\nshaded: min..max over the seeds "
+        f"(the spread, not a confidence interval)",
+        fontsize=9,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     path = out_figs / "t2i_reward_vs_queries.png"
@@ -459,12 +877,11 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     return [path]
 
 
-def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps: int = stats.DEFAULT_REPS,
-                   seed: int = stats.DEFAULT_SEED) -> list[Path]:
+def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> list[Path]:
     """For runs evaluated during training (`eval_every`): each evaluation's change from the base model
     (the step-0 evaluation, same noise) against the reward queries spent by then, mean over seeds with a
-    bootstrap 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of
-    the values and a figure (rows: train / test split, columns: metric); nothing when no run has an
+    paired Student-t 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV
+    of the values and a figure (rows: train / test split, columns: metric); nothing when no run has an
     evaluation between its first and last."""
     ev = _t2i_evaluations(scalars)
     metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
@@ -472,7 +889,10 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
     if ev.empty or ev.groupby("run_id").step.nunique().max() < 3:
         return []
     base = ev[ev.step == 0].set_index(["run_id", "metric"]).value
-    ev = ev.assign(delta=ev.value.to_numpy() - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy())
+    ev = ev.assign(
+        delta=ev.value.to_numpy()
+        - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy()
+    )
     queries = scalars[(scalars.split == "train") & (scalars.metric == "budget/reward_queries")]
     queries = queries.set_index(["run_id", "step"]).value
     ev["reward_queries"] = queries.reindex(pd.MultiIndex.from_frame(ev[["run_id", "step"]])).to_numpy()
@@ -480,29 +900,48 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
     keys = ["task_id", "algorithm", "split_name", "name", "step", "reward_queries"]
     rows = []
     for key, g in ev.dropna(subset=["delta", "reward_queries"]).groupby(keys):
-        point, low, high = stats.interval_estimate(g.delta.to_numpy(), stats.mean, reps=reps, seed=seed)
-        rows.append({**dict(zip(keys, key)), "delta_mean": point, "delta_ci_low": low, "delta_ci_high": high,
-                     "seeds": len(g)})
+        point, low, high, p = stats.t_estimate(g.delta.to_numpy())
+        rows.append(
+            {
+                **dict(zip(keys, key)),
+                "delta_mean": point,
+                "delta_ci_low": low,
+                "delta_ci_high": high,
+                "p": p,
+                "seeds": len(g),
+            }
+        )
     curve = pd.DataFrame(rows)
     csv = out_tables / "t2i_eval_curve.csv"
     atomic_write_csv(csv, curve)
 
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     splits = ("train", "test")
-    fig, axes = plt.subplots(len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False, constrained_layout=True
+    )
     for r, split in enumerate(splits):
         for c, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
             for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
                 color = f"C{i}"
-                ax.plot(g.reward_queries, g.delta_mean, marker="o", ms=3, color=color, label=_t2i_label(task, algo))
+                ax.plot(
+                    g.reward_queries,
+                    g.delta_mean,
+                    marker="o",
+                    ms=3,
+                    color=color,
+                    label=_t2i_label(task, algo),
+                )
                 if (g.seeds > 1).any():
-                    ax.fill_between(g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
+                    ax.fill_between(
+                        g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15
+                    )
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(f"{title} ({split} split)")
             ax.grid(alpha=0.3)
@@ -511,18 +950,60 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path, reps
         axes[r, 0].set_ylabel("change from the base model")
     if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
-    fig.suptitle("Evaluations during training: mean over seeds, band = bootstrap 95% CI over seeds")
+    n = seeds_text(curve.seeds)
+    band = (
+        f"band = paired {T_CI} over the seeds, per point "
+        "(not simultaneous, not corrected for the many points)"
+        if curve.seeds.max() > 1
+        else "one seed: no band"
+    )
+    fig.suptitle(f"Evaluations during training: mean change over {n}\n{band}", fontsize=10)
     path = out_figs / "t2i_eval_vs_queries.png"
     save_figure(fig, path)
     return [csv, path]
 
 
-def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> list[Path]:
-    """Per task: the first seed's sample grid before fine-tuning beside the one after (same noise)."""
+GUTTER = 200  # grey between images in the labelled sample grids (the shapes world's background is black)
+
+
+def _grid_cells(image: np.ndarray, rows: int, cols: int) -> np.ndarray | None:
+    """Cut a stored sample grid (rows x cols images, each followed by a 1-pixel gutter) into
+    [rows, cols, h, w, 3]; None if the shape does not fit that layout."""
+    height, width = image.shape[:2]
+    if rows < 1 or cols < 1 or height % rows or width % cols:
+        return None
+    h, w = height // rows - 1, width // cols - 1
+    cells = image.reshape(rows, h + 1, cols, w + 1, 3)[:, :h, :, :w].transpose(0, 2, 1, 3, 4)
+    return cells
+
+
+def _compose(cells: np.ndarray, gutter: int = 2) -> np.ndarray:
+    """[rows, cols, h, w, 3] -> one image with `gutter` pixels of GUTTER grey between and around cells."""
+    rows, cols, h, w, _ = cells.shape
+    out = np.full((rows * (h + gutter) + gutter, cols * (w + gutter) + gutter, 3), GUTTER, np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            out[
+                gutter + r * (h + gutter) : gutter + r * (h + gutter) + h,
+                gutter + c * (w + gutter) : gutter + c * (w + gutter) + w,
+            ] = cells[r, c]
+    return out
+
+
+def t2i_sample_grids(
+    final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir: Path, out_figs: Path
+) -> list[Path]:
+    """Per (task, method): the first seed's samples before fine-tuning beside the final model's (same noise),
+    rebuilt from the run's stored grids (samples_step*.png) with each row's prompt (from the run's sample
+    rows), a grey gutter between images and one labelled block per split.  A run without sample rows (or
+    whose grid does not match them) gets the stored grids side by side, unlabelled, as before."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from PIL import Image
+
+    from suites.t2i.task import GRID_IMAGES, GRID_PROMPTS
 
     paths = []
     for (task, algo), g in final.groupby(["task_id", "algorithm"]):
@@ -531,15 +1012,80 @@ def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> lis
         if len(pngs) < 2:
             continue
         before, after = (np.asarray(Image.open(p).convert("RGB")) for p in (pngs[0], pngs[-1]))
-        fig, axes = plt.subplots(1, 2, figsize=(7, 7 * before.shape[0] / before.shape[1] / 2 + 0.6),
-                                 constrained_layout=True)
-        for ax, image, title in zip(axes, (before, after), ("base", f"{T2I_NAMES.get(algo, algo)} (final)")):
-            ax.imshow(image, interpolation="nearest")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
-        name = task.split("/")[1].removesuffix("-v0")
-        fig.suptitle(f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
-                     fontsize=8)
+        final_step = int(pngs[-1].stem.removeprefix("samples_step"))
+        name = _set_name(task)
+        method = T2I_NAMES.get(algo, algo)
+        blocks = []  # (split, prompts shown, evaluated prompts, images shown, images per prompt)
+        rows = (
+            samples[
+                (samples.run_id == first.run_id)
+                & (samples.step == samples[samples.run_id == first.run_id].step.min())
+            ]
+            if samples is not None
+            else None
+        )
+        if rows is not None and len(rows):
+            for split in ("train", "test"):
+                s = rows[rows.split == split]
+                prompts = list(pd.unique(s.prompt))
+                per = int(s.image.max()) + 1 if len(s) else 0
+                if prompts:
+                    blocks.append((split, prompts[:GRID_PROMPTS], len(prompts), min(per, GRID_IMAGES), per))
+        total = sum(len(b[1]) for b in blocks)
+        cells = [_grid_cells(image, total, blocks[0][3]) if blocks else None for image in (before, after)]
+        if any(c is None for c in cells):
+            fig, axes = plt.subplots(
+                1, 2, figsize=(7, 7 * before.shape[0] / before.shape[1] / 2 + 0.6), constrained_layout=True
+            )
+            for ax, image, title in zip(axes, (before, after), ("base", f"{method} (final)")):
+                ax.imshow(image, interpolation="nearest")
+                ax.set_title(title, fontsize=9)
+                ax.axis("off")
+            fig.suptitle(
+                f"{name}: train prompts (top block), test prompts (bottom block); seed {first.seed}",
+                fontsize=8,
+            )
+        else:
+            heights = [len(b[1]) for b in blocks]
+            fig, axes = plt.subplots(
+                len(blocks),
+                2,
+                figsize=(9.5, 0.62 * total + 1.2 * len(blocks) + 0.4),
+                gridspec_kw={"height_ratios": heights},
+                squeeze=False,
+                constrained_layout=True,
+            )
+            start = 0
+            for i, (split, prompts, evaluated, shown, per) in enumerate(blocks):
+                for j, (grid, title) in enumerate(
+                    (
+                        (cells[0], "base model (before fine-tuning)"),
+                        (cells[1], f"{method}, final model (step {final_step})"),
+                    )
+                ):
+                    ax = axes[i][j]
+                    block = grid[start : start + len(prompts)]
+                    h = block.shape[2]
+                    ax.imshow(_compose(block), interpolation="nearest")
+                    ax.set_xticks([])
+                    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(len(prompts))])
+                    ax.set_yticklabels([textwrap.fill(p, 34) for p in prompts] if j == 0 else [], fontsize=7)
+                    ax.tick_params(length=0)
+                    ax.set_title(
+                        f"{split.upper()} prompts: {title}",
+                        fontsize=8,
+                        fontweight="bold" if j == 0 else "normal",
+                    )
+                    for spine in ax.spines.values():
+                        spine.set_edgecolor("tab:blue" if split == "train" else "tab:red")
+                        spine.set_linewidth(2)
+                start += len(prompts)
+            counts = ", ".join(f"the first {len(b[1])} of {b[2]} evaluated {b[0]} prompts" for b in blocks)
+            fig.suptitle(
+                f"{name}, seed {first.seed}: {counts}, {blocks[0][3]} of {blocks[0][4]} images each; "
+                f"one row per prompt, same noise before and after",
+                fontsize=8,
+            )
         path = out_figs / f"t2i_samples_{name}_{algo}.png"
         save_figure(fig, path)
         paths.append(path)
@@ -549,20 +1095,31 @@ def t2i_sample_grids(final: pd.DataFrame, runs_dir: Path, out_figs: Path) -> lis
 TABLE_BUILDERS = {"didactic": didactic_tables, "dmc": dmc_tables, "t2i": t2i_tables}
 
 
-def build_tables(suite: str, results_root: Path, run_ids: set[str], label: str, reps: int = stats.DEFAULT_REPS,
-                 seed: int = stats.DEFAULT_SEED) -> list[Path]:
+def build_tables(
+    suite: str,
+    results_root: Path,
+    run_ids: set[str],
+    label: str,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+) -> list[Path]:
     """Tables and figures of ONE experiment grid (its run ids), under tables/<label>/ and figures/<label>/.
 
     Runs of other sizes or other configs in the same index never enter these cells.
     """
     if suite not in TABLE_BUILDERS:
-        raise UserError(f"no tables are defined for suite {suite!r} yet; suites with tables: "
-                        f"{', '.join(TABLE_BUILDERS)}")
+        raise UserError(
+            f"no tables are defined for suite {suite!r} yet; suites with tables: {', '.join(TABLE_BUILDERS)}"
+        )
     _, scalars, _ = load_index(results_root, suite)
     scalars = scalars[scalars.run_id.isin(run_ids)]
     if scalars.empty:
-        raise UserError(f"no finished runs of the {label} grid of suite {suite!r} in {results_root}; "
-                        f"run `b2fb run --suite {suite} --size {label}` first")
+        raise UserError(
+            f"no finished runs of the {label} grid of suite {suite!r} in {results_root}; "
+            f"run `b2fb run --suite {suite} --size {label}` first"
+        )
     missing = len(set(run_ids) - set(scalars.run_id))
     root = Path(results_root) / suite
-    return TABLE_BUILDERS[suite](scalars, root / "tables" / label, root / "figures" / label, missing, reps, seed)
+    return TABLE_BUILDERS[suite](
+        scalars, root / "tables" / label, root / "figures" / label, missing, reps, seed
+    )

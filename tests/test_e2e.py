@@ -45,7 +45,7 @@ def test_tiny_bench_runs_every_trial_and_builds_tables(bench):
     table = tmp / "results" / "didactic" / "tables" / "tiny" / "didactic_errors.md"
     assert str(table) in first.stdout  # the run ends by printing where the tables are
     text = table.read_text()
-    assert "one-step FB" in text and "| FB " in text and "reps=2000" in text and "paper, approx." in text
+    assert "one-step FB" in text and "| FB " in text and "Student-t 95% CI" in text and "paper, approx." in text
     for ext in ("tex", "csv"):
         assert (table.with_suffix(f".{ext}")).is_file()
     assert (tmp / "results" / "didactic" / "figures" / "tiny" / "didactic_error_vs_steps.png").stat().st_size > 10_000

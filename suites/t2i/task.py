@@ -209,7 +209,7 @@ def _grid(images, n_prompts: int, per_prompt: int) -> np.ndarray:
     x = (images.clamp(0, 1) * 255).round().to(dtype=__import__("torch").uint8).permute(0, 2, 3, 1).numpy()
     rows, cols = min(n_prompts, GRID_PROMPTS), min(per_prompt, GRID_IMAGES)
     h, w = x.shape[1:3]
-    out = np.zeros((rows * (h + 1), cols * (w + 1), 3), np.uint8)
+    out = np.full((rows * (h + 1), cols * (w + 1), 3), 128, np.uint8)   # grey gutter: visible on black scenes
     for r in range(rows):
         for c in range(cols):
             out[r * (h + 1):r * (h + 1) + h, c * (w + 1):c * (w + 1) + w] = x[r * per_prompt + c]
