@@ -1,5 +1,6 @@
 # b2fb-bench.  Every target creates .venv and installs the pinned stack on first use (pip only).
 #   make bench SUITE=didactic SIZE=cpu   run a suite's grid (skips complete runs), then tables
+#   make bench RESULTS=/tmp/fresh        the same grid from scratch, beside the committed results
 #   make tables SUITE=didactic           regenerate tables and figures from results/ alone
 #   make test                            the test suite (fast, CPU)
 #   make perf SUITE=didactic             throughput numbers -> results/perf/
@@ -7,6 +8,8 @@
 #   make lint                            ruff
 SUITE ?= didactic
 SIZE ?= cpu
+# where runs, tables and figures go; an empty directory reproduces a grid from scratch
+RESULTS ?= results
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,10 +32,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 bench: $(STAMP)
-	$(BIN)/b2fb run --suite $(SUITE) --size $(SIZE)
+	$(BIN)/b2fb --results-dir $(RESULTS) run --suite $(SUITE) --size $(SIZE)
 
 tables: $(STAMP)
-	$(BIN)/b2fb tables --suite $(SUITE) --size $(SIZE)
+	$(BIN)/b2fb --results-dir $(RESULTS) tables --suite $(SUITE) --size $(SIZE)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
