@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -248,6 +249,11 @@ def b2_group_gradients(task, ddpo_cfg, groups: int, left: int = 7, branches: int
 
     cfg = b2_settings(ddpo_cfg, left, branches)
     T = cfg.sample_num_steps
+    done = None if cache is None else cache / "estimators.npz"
+    if done is not None and done.is_file():                     # the whole set, measured before
+        stored = np.load(done, allow_pickle=False)
+        meta = json.loads(str(stored["meta"]))
+        return {name: {**info, "grads": stored[f"grads/{name}"]} for name, info in meta.items()}
     torch.manual_seed(seed)
     model = task.load_model()
     model.unet.requires_grad_(False)
@@ -287,6 +293,9 @@ def b2_group_gradients(task, ddpo_cfg, groups: int, left: int = 7, branches: int
                 "grads": u, "setting": name, "steps": trained, "queries_per_group": k, "groups": n,
                 "selected_per_group": chosen / n, "reward_sd_in_group": float(np.mean(
                     [rewards[r].std() for r in rows.tolist()])) if k > 1 else float("nan")}
+    if done is not None:
+        meta = {name: {k: v for k, v in info.items() if k != "grads"} for name, info in out.items()}
+        np.savez(done, meta=json.dumps(meta), **{f"grads/{name}": info["grads"] for name, info in out.items()})
     return out
 
 
@@ -375,9 +384,13 @@ def b2_rows(task_id: str, reward: str, estimators: dict[str, dict]) -> list[dict
 
 def main_b2(args, trials, configs) -> int:
     """--b2: the estimators of the module doc on each set (the grid's reward), plus the positive control."""
-    jobs = [(task_id, args.reward) for task_id in (args.tasks or sorted(configs))]
-    if args.control != "none":                                   # early: is anything detectable at all?
-        jobs.insert(1, (jobs[0][0], args.control))
+    tasks = args.tasks or sorted(configs)
+    # composition first, with the positive control right after it: is anything detectable at all?  (DDPO's
+    # brightness control was measured on composition too)
+    tasks = sorted(tasks, key=lambda t: "composition" not in t)
+    jobs = [(task_id, args.reward) for task_id in tasks]
+    if args.control != "none":
+        jobs.insert(1, (tasks[0], args.control))
     rows = []
     for task_id, reward in jobs:
         trial = next(t for t in trials if t.task_id == task_id)
@@ -415,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-groups", type=int, default=None,
                         help="--b2: independent single samples (default 2 x --groups)")
     parser.add_argument("--control", default="brightness",
-                        help="--b2: also measure this reward on the first set as a positive control ('none': skip)")
+                        help="--b2: also measure this reward on composition (or the first set) as a positive "
+                             "control ('none': skip)")
     parser.add_argument("--cache", default="data/gradient_snr_b2",
                         help="--b2: where each sampling's group gradients are cached (resumable)")
     parser.add_argument("--out", default="results/t2i/diagnostics/cpu",

@@ -248,7 +248,7 @@ def test_lora_and_adamw_state_carry_across_stages_and_resume_bit_identically(tin
     b2diffurl.run(_task(), b2diffurl.Config(**TINY), resumed)
     assert all(torch.equal(resumed.checkpoints[3]["lora"][n], last["lora"][n]) for n in last["lora"])
     expected = [r for r in writer.rows if r["step"] > 1]
-    assert [r for r in resumed.rows if r["step"] > 1] == expected
+    assert json.dumps([r for r in resumed.rows if r["step"] > 1]) == json.dumps(expected)   # NaN == NaN here
     fresh_moments = {**first, "optimizer": {**first["optimizer"], "state": {}}}
     forgetful = CheckpointLog(resume_from=fresh_moments)
     b2diffurl.run(_task(), b2diffurl.Config(**TINY), forgetful)
@@ -310,7 +310,8 @@ def test_the_paper_size_stage_loop_runs_on_a_tiny_sd_pipeline(tmp_path):
     assert [stages[k]["split_steps"] for k in (1, 2)] == [14, 17]          # s(i) = 14 + (7 i) // 2
     assert stages[2]["budget/reward_queries"] == 2 * 8 * 5
     assert stages[2]["budget/sampling_unet_evals"] == 8 * ((20 - 14) + 5 * 14) + 8 * ((20 - 17) + 5 * 17)
-    assert stages[2]["first_abs_ratio_minus_1_max"] == 0.0
+    # on-policy up to float rounding: this UNet's results depend on the batch size (40 rows sampled, 2 trained)
+    assert stages[2]["first_abs_ratio_minus_1_max"] < 1e-5
     (tmp_path / "lora").mkdir()
     (tmp_path / "lora" / "lora.safetensors").write_bytes(writer.artifacts["lora.safetensors"])
     pipe = StableDiffusionPipeline.from_pretrained(folder, safety_checker=None, requires_safety_checker=False,
@@ -341,7 +342,7 @@ def test_bad_b2_configs_are_one_line_and_exit_2(tmp_path, setting, expected):
     key, value = setting.split(".", 1)[1].split("=")
     if key in {f.name for f in dataclasses.fields(b2diffurl.Config)}:
         with pytest.raises(UserError, match=expected.split(" (")[0]):
-            b2diffurl.Config(**{key: float(value) if "." in value else int(value)})
+            b2diffurl.Config(**{**TINY, key: float(value) if "." in value else int(value)})
     out = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny", "--algos", "b2diffurl", "--set", setting)
     assert out.returncode == 2, out.stderr[-2000:]
     lines = [line for line in out.stderr.splitlines() if line.strip()]
@@ -355,7 +356,7 @@ def test_tiny_b2_through_the_orchestrator_resumes_after_a_kill_bit_identically(t
     from benchmarks.config import load_experiment
     from benchmarks.results import execute_trial, read_manifest
 
-    args = ["run", "--suite", "t2i", "--size", "tiny", "--algos", "b2diffurl", "--set", "b2diffurl.num_stages=8",
+    args = ["run", "--suite", "t2i", "--size", "tiny", "--algos", "b2diffurl", "--set", "b2diffurl.num_stages=4",
             "--no-tables"]
     proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *args), cwd=fixtures.REPO, env=fixtures.cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -363,17 +364,17 @@ def test_tiny_b2_through_the_orchestrator_resumes_after_a_kill_bit_identically(t
     deadline = time.time() + 600
     while time.time() < deadline:
         manifests = [read_manifest(d) for d in runs_dir.glob("*")] if runs_dir.is_dir() else []
-        if manifests and manifests[0] and manifests[0].get("checkpoint_step", 0) >= 2:
+        if manifests and manifests[0] and manifests[0].get("checkpoint_step", 0) >= 1:
             break
         if proc.poll() is not None:
             pytest.fail(f"bench ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
         time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)                              # during stage 3 (or a later one)
+    proc.send_signal(signal.SIGTERM)                              # during stage 2 (or a later one)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-2000:]
     (run,) = list(runs_dir.iterdir())
     interrupted = read_manifest(run)
-    assert interrupted["status"] == "running" and 2 <= interrupted["checkpoint_step"] < 8
+    assert interrupted["status"] == "running" and 1 <= interrupted["checkpoint_step"] < 4
 
     resumed = b2fb(tmp_path, *args)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -381,10 +382,10 @@ def test_tiny_b2_through_the_orchestrator_resumes_after_a_kill_bit_identically(t
     assert manifest["status"] == "done" and manifest["attempts"] == 2
     rows = pd.read_json(run / "scalars.jsonl", lines=True)
     assert not rows.duplicated(["step", "split", "metric"]).any()
-    assert sorted(rows[rows.split == "train"].step.unique()) == list(range(1, 9))
-    assert sorted(rows[rows.split == "eval"].step.unique()) == [0, 8]
-    assert (run / "lora.safetensors").is_file() and (run / "samples_step00008.png").is_file()
-    trial = next(iter(load_experiment("t2i", "tiny", overrides=["b2diffurl.num_stages=8"],
+    assert sorted(rows[rows.split == "train"].step.unique()) == list(range(1, 5))
+    assert sorted(rows[rows.split == "eval"].step.unique()) == [0, 4]
+    assert (run / "lora.safetensors").is_file() and (run / "samples_step00004.png").is_file()
+    trial = next(iter(load_experiment("t2i", "tiny", overrides=["b2diffurl.num_stages=4"],
                                       algos=["b2diffurl"]).trials()))
     assert trial.run_id == run.name
     assert execute_trial(trial, tmp_path / "reference", threads=1) == "done"
@@ -392,3 +393,11 @@ def test_tiny_b2_through_the_orchestrator_resumes_after_a_kill_bit_identically(t
     merged = rows.merge(reference, on=["step", "split", "metric"], suffixes=("", "_ref"))
     assert len(merged) == len(reference) == len(rows)
     assert (merged.value == merged.value_ref).all()
+
+
+def test_the_progress_bar_counts_stages():
+    from benchmarks.orchestrate import progress_total
+
+    assert progress_total({"num_stages": 12, "num_branches": 5}) == 12
+    assert progress_total({"num_epochs": 60}) == 60 and progress_total({"num_steps": 300}) == 300
+    assert progress_total({"policy": "random"}) == 1

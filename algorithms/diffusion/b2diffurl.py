@@ -202,6 +202,7 @@ def run(task, cfg: Config, run) -> None:
                               clip_range=cfg.clip_range, adv_clip_max=cfg.adv_clip_max,
                               max_grad_norm=cfg.max_grad_norm)
     reward_fn = task.reward_fn()
+    core.embed_prompts_once(task)            # so that a resumed run scores bit-identically (its docstring)
     train_prompts = list(task.train_prompts)
     T, K, B = cfg.sample_num_steps, cfg.branches, cfg.sample_batch_size
 

@@ -16,7 +16,8 @@ Read top to bottom:
                             PPOTrainer: PPO-clip over Transitions with it (the training of both methods)
   9. LoRA                   PEFT LoRA on the UNet's attention projections, zero at init (§1, LoRA), and
                             its export in diffusers format
- 10. a run's plumbing       load_policy, evaluate_and_save, training_state / restore_training_state
+ 10. a run's plumbing       load_policy, embed_prompts_once, evaluate_and_save, training_state /
+                            restore_training_state
 
 Conventions
 - A model is seen only through `suites.t2i.model.T2IModel` (unet, scheduler, encode_prompts, decode,
@@ -63,7 +64,7 @@ __all__ = [
     "GradAccumulation", "accumulation_schedule", "PPOTrainer",
     "LORA_TARGET_MODULES", "add_lora", "lora_parameters", "lora_state_dict", "load_lora_state_dict",
     "lora_safetensors_bytes", "lora_diffusers_bytes",
-    "load_policy", "evaluate_and_save", "training_state", "restore_training_state",
+    "load_policy", "embed_prompts_once", "evaluate_and_save", "training_state", "restore_training_state",
 ]
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -911,6 +912,18 @@ def load_policy(task, lora_rank: int, seed: int, device: str):
     model.to(device)
     task.use_device(device)
     return model, lora_parameters(model.unet)
+
+
+def embed_prompts_once(task) -> None:
+    """Embed every train and test prompt once, in a fixed order, with the task's reward models that cache
+    text embeddings (clipscore: `embed_texts`).  Those embeddings depend in their last bits on which
+    prompts share an encoder batch, and a resumed run skips the base evaluation that would otherwise
+    embed first; called at a run's start, it makes a resumed run score exactly as an uninterrupted one."""
+    prompts = list(dict.fromkeys([*task.train_prompts, *task.test_prompts]))
+    rewards = [task.reward_fn()] + ([task._reward("clipscore")] if hasattr(task, "_reward") else [])
+    for reward in {id(r): r for r in rewards}.values():
+        if hasattr(reward, "embed_texts"):
+            reward.embed_texts(prompts)
 
 
 def evaluate_and_save(task, model, run, step: int, num_steps: int, guidance_scale: float, eta: float) -> None:
