@@ -255,10 +255,7 @@ def b2_group_gradients(task, ddpo_cfg, groups: int, left: int = 7, branches: int
         meta = json.loads(str(stored["meta"]))
         return {name: {**info, "grads": stored[f"grads/{name}"]} for name, info in meta.items()}
     torch.manual_seed(seed)
-    model = task.load_model()
-    model.unet.requires_grad_(False)
-    core.add_lora(model.unet, rank=cfg.lora_rank, seed=seed)
-    params = core.lora_parameters(model.unet)
+    model, params = core.load_policy(task, cfg.lora_rank, seed, "cpu")
     reward_fn = task.reward_fn()
     prompts = list(task.train_prompts)
     settings = {"branched_first": (left, branches, groups), "branched_last": (T, branches, groups),

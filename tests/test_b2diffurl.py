@@ -401,3 +401,47 @@ def test_the_progress_bar_counts_stages():
     assert progress_total({"num_stages": 12, "num_branches": 5}) == 12
     assert progress_total({"num_epochs": 60}) == 60 and progress_total({"num_steps": 300}) == 300
     assert progress_total({"policy": "random"}) == 1
+
+
+# ---- the gradient-signal comparison (benchmarks/gradient_snr_t2i.py --b2) ---------------------------------
+
+def test_cosine_of_mean_gradients_from_distinct_groups():
+    from benchmarks.gradient_snr_t2i import cosine_summary
+
+    rng = np.random.default_rng(0)
+    mu, nu = np.zeros(40), np.zeros(40)
+    mu[0], nu[1] = 1.0, 1.0                                              # orthogonal means
+    u = mu + rng.normal(0, 0.5, size=(400, 40))
+    aligned = cosine_summary(u, 2 * mu + rng.normal(0, 0.5, size=(300, 40)), False, reps=200)
+    assert aligned["cos_ddpo"] == pytest.approx(1.0, abs=0.1) and aligned["cos_low"] > 0.8
+    assert cosine_summary(u, -u, True, reps=200)["cos_ddpo"] == pytest.approx(-1.0, abs=1e-6)
+    orthogonal = cosine_summary(u, nu + rng.normal(0, 0.5, size=(400, 40)), False, reps=200)
+    assert abs(orthogonal["cos_ddpo"]) < 0.15 and orthogonal["cos_low"] < 0 < orthogonal["cos_high"]
+    # same samples: the pairs of a group with itself (which share the noise) never count
+    noise = rng.normal(0, 1.0, size=(400, 40))
+    assert abs(cosine_summary(mu * 0.05 + noise, nu * 0.05 + noise, True, reps=50)["cos_ddpo"]) < 0.5
+
+
+def test_b2_gradient_signal_runs_on_the_tiny_grid_caches_and_rejects_bad_input(tmp_path, capsys):
+    from benchmarks import gradient_snr_t2i
+
+    common = ["--size", "tiny", "--b2", "--groups", "3", "--single-groups", "4", "--control", "none",
+              "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]
+    assert gradient_snr_t2i.main([*common, "--left", "9"]) == 2            # L > T = 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "split_step_left (L = 9)" in err[0] and not (tmp_path / "gradient_snr_b2.md").exists()
+    assert gradient_snr_t2i.main([*common, "--left", "2"]) == 0
+    frame = pd.read_csv(tmp_path / "gradient_snr_b2.csv")
+    assert list(frame.estimator) == ["b2 (branched_first)", "ddpo_z (branched_first)", "centred (branched_first)",
+                                     "b2 (branched_last)", "ddpo_z (branched_last)", "ddpo_all_steps", "neither",
+                                     "no_branch"]
+    by = frame.set_index("estimator")
+    assert list(by.queries_per_group) == [5] * 5 + [1] * 3 and list(by.groups) == [3] * 5 + [4] * 3
+    assert list(by.steps) == [2, 2, 2, 4, 4, 4, 4, 2]
+    assert (by.r_per_query == by.r / by.queries_per_group).all() and np.isfinite(by.noise).all()
+    assert by.loc["ddpo_all_steps", "cos_ddpo"] == 1.0 and by.loc["ddpo_z (branched_first)", "selected_per_group"] == 5
+    assert (by.loc["b2 (branched_first)", "selected_per_group"] <= 2).all()
+    again = tmp_path / "again"
+    assert gradient_snr_t2i.main([*common[:-4], "--out", str(again), "--cache", str(tmp_path / "cache"),
+                                  "--left", "2"]) == 0                   # from the cache: the same table
+    assert (again / "gradient_snr_b2.csv").read_text() == (tmp_path / "gradient_snr_b2.csv").read_text()

@@ -192,15 +192,11 @@ def run(task, cfg: Config, run) -> None:
     torch.manual_seed(run.seed)
     train_generator = torch.Generator().manual_seed(run.seed)   # training shuffles, carried across stages
     model, params = core.load_policy(task, cfg.lora_rank, run.seed, run.device)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    optimizer = core.adamw(params, cfg)
     normaliser = core.HistoryZScore(cfg.history_stages)
     budget = core.Budget()
     accumulation = core.GradAccumulation(cfg.gradient_accumulation_steps * cfg.split_step_left)  # set per stage
-    trainer = core.PPOTrainer(model, params, optimizer, accumulation, budget, num_steps=cfg.sample_num_steps,
-                              guidance_scale=cfg.guidance_scale, eta=cfg.sample_eta, train_cfg=cfg.train_cfg,
-                              clip_range=cfg.clip_range, adv_clip_max=cfg.adv_clip_max,
-                              max_grad_norm=cfg.max_grad_norm)
+    trainer = core.PPOTrainer.for_config(model, params, optimizer, accumulation, budget, cfg)
     reward_fn = task.reward_fn()
     core.embed_prompts_once(task)            # so that a resumed run scores bit-identically (its docstring)
     train_prompts = list(task.train_prompts)

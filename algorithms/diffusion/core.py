@@ -16,7 +16,7 @@ Read top to bottom:
                             PPOTrainer: PPO-clip over Transitions with it (the training of both methods)
   9. LoRA                   PEFT LoRA on the UNet's attention projections, zero at init (§1, LoRA), and
                             its export in diffusers format
- 10. a run's plumbing       load_policy, embed_prompts_once, evaluate_and_save, training_state /
+ 10. a run's plumbing       load_policy, adamw, embed_prompts_once, evaluate_and_save, training_state /
                             restore_training_state
 
 Conventions
@@ -64,7 +64,7 @@ __all__ = [
     "GradAccumulation", "accumulation_schedule", "PPOTrainer",
     "LORA_TARGET_MODULES", "add_lora", "lora_parameters", "lora_state_dict", "load_lora_state_dict",
     "lora_safetensors_bytes", "lora_diffusers_bytes",
-    "load_policy", "embed_prompts_once", "evaluate_and_save", "training_state", "restore_training_state",
+    "load_policy", "adamw", "embed_prompts_once", "evaluate_and_save", "training_state", "restore_training_state",
 ]
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -762,6 +762,14 @@ class PPOTrainer:
         self.updates: list[dict[str, float]] = []
         self.largest: list[float] = []
 
+    @classmethod
+    def for_config(cls, model, params, optimizer, accumulation: GradAccumulation, budget: Budget, cfg) -> "PPOTrainer":
+        """The trainer of an algorithm Config with the fields sample_num_steps, guidance_scale, sample_eta,
+        train_cfg, clip_range, adv_clip_max and max_grad_norm (DDPO's and B²-DiffuRL's)."""
+        return cls(model, params, optimizer, accumulation, budget, num_steps=cfg.sample_num_steps,
+                   guidance_scale=cfg.guidance_scale, eta=cfg.sample_eta, train_cfg=cfg.train_cfg,
+                   clip_range=cfg.clip_range, adv_clip_max=cfg.adv_clip_max, max_grad_norm=cfg.max_grad_norm)
+
     def epoch(self, transitions: Transitions, generator: torch.Generator | None, steps: int, batch_size: int,
               drop_last: bool = False) -> list[dict[str, float]]:
         """One pass over `transitions`, training the first `steps` steps of each permuted order; returns
@@ -912,6 +920,13 @@ def load_policy(task, lora_rank: int, seed: int, device: str):
     model.to(device)
     task.use_device(device)
     return model, lora_parameters(model.unet)
+
+
+def adamw(params: list[torch.nn.Parameter], cfg) -> torch.optim.AdamW:
+    """AdamW over the LoRA parameters from a Config's learning_rate, adam_beta1/2, adam_weight_decay and
+    adam_epsilon (both references: torch.optim.AdamW on the LoRA layers)."""
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
 
 
 def embed_prompts_once(task) -> None:

@@ -116,16 +116,12 @@ def run(task, cfg: Config, run, shuffle_advantages: bool = False) -> None:
     torch.manual_seed(run.seed)
     generator = torch.Generator().manual_seed(run.seed)       # all sampling noise, prompts and shuffles
     model, params = core.load_policy(task, cfg.lora_rank, run.seed, run.device)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    optimizer = core.adamw(params, cfg)
     tracker = core.PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
     budget = core.Budget()
     # one optimizer step per gradient_accumulation_steps x num_train_timesteps micro-steps (ddpo L61-79)
     accumulation = core.GradAccumulation(cfg.gradient_accumulation_steps * cfg.num_train_timesteps)
-    trainer = core.PPOTrainer(model, params, optimizer, accumulation, budget, num_steps=cfg.sample_num_steps,
-                              guidance_scale=cfg.guidance_scale, eta=cfg.sample_eta, train_cfg=cfg.train_cfg,
-                              clip_range=cfg.clip_range, adv_clip_max=cfg.adv_clip_max,
-                              max_grad_norm=cfg.max_grad_norm)
+    trainer = core.PPOTrainer.for_config(model, params, optimizer, accumulation, budget, cfg)
     reward_fn = task.reward_fn()
     train_prompts = list(task.train_prompts)
 
