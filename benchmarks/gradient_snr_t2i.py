@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.b2 and not 1 <= args.left <= 10 ** 6:
             raise UserError(f"--left must be >= 1 (got {args.left})")
         configs = {t.task_id: build_config(Config, t.algo_config, f"trial {t.run_id}") for t in trials}
-        if min(args.images_per_group or c.sample_images_per_prompt for c in configs.values()) < 2:
+        if not args.b2 and min(args.images_per_group or c.sample_images_per_prompt for c in configs.values()) < 2:
             raise UserError("one image per prompt has no within-prompt advantage; pass --images-per-group 2 or more")
         if args.b2:
             for cfg in configs.values():
