@@ -171,12 +171,14 @@ B2_NOTE = ("B²-DiffuRL's gradient estimators at the base model (module doc of b
            "groups: independent groups per row (branched: one prompt, K branches of one shared prefix; single: "
            "one sample); queries_per_group: images scored per group; steps: the trained last steps; "
            "selected_per_group: samples with a non-zero advantage.  r = |mean gradient|^2 / noise trace per "
-           "group, 95% CI: percentile bootstrap over groups (2000 resamples, seed 0), fine at these n >= 50; "
+           "group, 95% CI: percentile bootstrap over groups (2000 resamples, seed 0; approximate below ~50 "
+           "groups, so read the `groups` column); "
            "r_per_query = r / queries_per_group (and its CI), the unit in which the estimators compare at equal "
            "reward queries.  cos_ddpo: cosine of the mean gradient with ddpo_all_steps' (single samples, "
            "per-prompt z, all T steps), the same bootstrap over both rows' groups (cos_defined: share of "
-           "resamples with both squared norms > 0; the CI is over those).  z pools every sample of a prompt "
-           "in the set's three samplings.")
+           "resamples with both squared norms > 0; the CI is over those; the point is nan where either "
+           "squared norm's estimate is <= 0, i.e. where a mean gradient is not detectable).  z pools every "
+           "sample of a prompt in the set's three samplings.")
 
 
 def b2_settings(ddpo_cfg, left: int, branches: int):
