@@ -221,12 +221,21 @@ def _check_capacity(todo: list[TrialSpec]) -> None:
                             f"`resources` in the grid, or point RAY_ADDRESS at a cluster that has them")
 
 
+# The config field that counts a trial's units of progress (what `RunWriter.progress` steps through): gradient
+# steps (FB family), epochs (DDPO), stages (B²-DiffuRL); the first one a config has is used.
+PROGRESS_FIELDS = ("num_steps", "num_epochs", "num_stages")
+
+
+def progress_total(algo_config: dict[str, Any]) -> int:
+    """How many units of progress a trial has (1 when its config has none of PROGRESS_FIELDS)."""
+    return int(next((algo_config[k] for k in PROGRESS_FIELDS if k in algo_config), 1))
+
+
 class TrialProgress(tune.Callback):
-    """One progress bar over all gradient steps of the bench, in the driver."""
+    """One progress bar over all units of progress of the bench (steps, epochs or stages), in the driver."""
 
     def __init__(self, todo: list[TrialSpec]):
-        # the unit of progress: gradient steps (FB family) or epochs (diffusion RL)
-        self.totals = {t.run_id: int(t.algo_config.get("num_steps", t.algo_config.get("num_epochs", 1))) for t in todo}
+        self.totals = {t.run_id: progress_total(t.algo_config) for t in todo}
         self.steps = {k: 0 for k in self.totals}
         self.done, self.n = 0, len(todo)
         self.bar = tqdm(total=sum(self.totals.values()), unit="step", dynamic_ncols=True, file=sys.stderr,

@@ -450,10 +450,14 @@ def test_accumulation_one_optimizer_step_per_group():
     resumed = core.GradAccumulation(1)
     resumed.load_state_dict(acc.state_dict())
     assert flags + [resumed.micro_step() for _ in range(5)] == [False] * 3 + [True] + [False] * 3 + [True] + [False] * 2
-    b = core.Budget(1, 2, 3, 4)
+    b = core.Budget(sampling_unet_evals=1, training_unet_evals=2, reward_queries=3, optimizer_steps=4)
     c = core.Budget()
     c.load_state_dict(b.state_dict())
-    assert c == b and b.as_metrics()["budget/trained_timesteps"] == 3.0
+    assert c == b and b.as_metrics()["budget/trained_timesteps"] == 2.0 and b.as_metrics()["budget/unet_evals"] == 3.0
+    # a checkpoint from before sampling and training evaluations were counted apart
+    old = core.Budget()
+    old.load_state_dict({"unet_evals": 10, "reward_queries": 3, "trained_timesteps": 4, "optimizer_steps": 1})
+    assert (old.sampling_unet_evals, old.training_unet_evals, old.unet_evals) == (6, 4, 10)
 
 
 # ----------------------------------------------------------------------------------------------------

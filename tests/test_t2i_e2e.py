@@ -22,8 +22,8 @@ def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
     first = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
     assert first.returncode == 0, first.stderr[-3000:]
     runs = sorted((tmp_path / "results" / "t2i" / "runs").iterdir())
-    assert [r.name.split("--")[0] for r in runs] == ["ddpo"]
-    run = runs[0]
+    assert [r.name.split("--")[0] for r in runs] == ["b2diffurl", "b2diffurl_neither", "ddpo"]
+    run = runs[2]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "done"
     assert any(k.startswith("model:") for k in manifest["data_hashes"])
@@ -45,13 +45,18 @@ def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
     assert (run / "samples_step00000.png").is_file() and (run / "samples_step00002.png").is_file()
     assert (run / "lora.safetensors").is_file()
     table = (tmp_path / "results" / "t2i" / "tables" / "tiny" / "t2i_alignment.md").read_text()
-    for name in ("base", "DDPO", "DDPO − base", "clipscore", "oracle (graded)", "train", "test"):
+    for name in ("base", "DDPO", "DDPO − base", "B²-DiffuRL − base", "b2diffurl_neither − base", "clipscore",
+                 "oracle (graded)", "train", "test"):
         assert name in table
+    for b2 in runs[:2]:                              # B² and an ablation beside DDPO, the same protocol
+        assert json.loads((b2 / "manifest.json").read_text())["status"] == "done"
+        assert sorted(pd.read_parquet(b2 / "samples.parquet").step.unique()) == [0, 3]
+        assert (b2 / "lora.safetensors").is_file()
     figures = tmp_path / "results" / "t2i" / "figures" / "tiny"
     assert (figures / "t2i_reward_vs_queries.png").is_file()
     assert (figures / "t2i_samples_shapes-composition_ddpo.png").is_file()
     again = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
-    assert again.returncode == 0 and "(1 complete, 0 to run)" in again.stdout
+    assert again.returncode == 0 and "(3 complete, 0 to run)" in again.stdout
 
 
 @pytest.mark.parametrize("args, expected", [

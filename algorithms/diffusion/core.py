@@ -1,7 +1,8 @@
 """The shared math of DDPO and B²-DiffuRL, in one place (research/t2i.md §1-§3).
 
 Read top to bottom:
-  0. Budget                 what a run has spent (UNet evaluations, reward queries, trained timesteps)
+  0. Budget                 what a run has spent (sampling and training UNet evaluations apart, reward
+                            queries, optimizer steps)
   1. ddim_step_with_logprob the DDIM step x_t -> x_{t-1} with log p(x_{t-1} | x_t, c)   (t2i.md §1)
   2. predict_noise          one UNet pass with classifier-free guidance (ddpo-pytorch convention)
   3. sampling               denoise_steps -> sample_trajectories / sample_branched_trajectories (§3.4)
@@ -9,9 +10,14 @@ Read top to bottom:
                             per-sample timestep permutations of DDPO's inner epochs (§2.2 item 6)
   5. log_prob_of_step       the training-time recomputation of log p, with gradients (§1, last bullet)
   6. ppo_clip_loss          DDPO's PPO-clip objective and its logged statistics (§2.2 item 7)
-  7. advantages             PerPromptStatTracker (§2.2 item 5) and the plain batch normaliser
-  8. gradient accumulation  one optimizer step per group of micro-steps (§2.2 items 1 and 7, §3.6)
-  9. LoRA                   PEFT LoRA on the UNet's attention projections, zero at init (§1, LoRA)
+  7. advantages             PerPromptStatTracker (§2.2 item 5), the plain batch normaliser, B²'s
+                            HistoryZScore (§3.5), rewards scored in chunks
+  8. gradient accumulation  one optimizer step per group of micro-steps (§2.2 items 1 and 7, §3.6), and
+                            PPOTrainer: PPO-clip over Transitions with it (the training of both methods)
+  9. LoRA                   PEFT LoRA on the UNet's attention projections, zero at init (§1, LoRA), and
+                            its export in diffusers format
+ 10. a run's plumbing       load_policy, adamw, embed_prompts_once, evaluate_and_save, training_state /
+                            restore_training_state
 
 Conventions
 - A model is seen only through `suites.t2i.model.T2IModel` (unet, scheduler, encode_prompts, decode,
@@ -29,10 +35,11 @@ Conventions
   one guided noise prediction for all B prompts at one step, whether CFG runs it as one UNet pass over
   the doubled batch [uncond, text] (guidance > 1) or as a plain pass (guidance <= 1).  So one batch
   costs T plainly and (T - s) + K*s with branches, the count in t2i.md §3.4.  The K branches are run
-  as one UNet pass over K*B rows, which still counts K evaluations.  `Budget.unet_evals` counts the
-  same thing per latent (batch size x evaluations), the unit in which algorithms with different
-  batch sizes and branch counts are compared; `Budget.trained_timesteps` counts the per-sample
-  log-prob recomputations with gradients (one more UNet noise prediction each, plus a backward).
+  as one UNet pass over K*B rows, which still counts K evaluations.  `Budget.sampling_unet_evals`
+  counts the same thing per latent (batch size x evaluations), the unit in which algorithms with
+  different batch sizes and branch counts are compared; `Budget.training_unet_evals` counts the
+  per-sample log-prob recomputations with gradients (one more UNet noise prediction each, plus a
+  backward); `Budget.unet_evals` is their sum.
 """
 from __future__ import annotations
 
@@ -53,10 +60,11 @@ __all__ = [
     "Transitions", "make_transitions", "timestep_permutations", "permute_timesteps", "shuffle_for_inner_epoch",
     "log_prob_of_step",
     "ppo_clip_loss",
-    "PerPromptStatTracker", "normalize_batch",
-    "GradAccumulation", "accumulation_schedule",
+    "PerPromptStatTracker", "normalize_batch", "HistoryZScore", "score_in_chunks",
+    "GradAccumulation", "accumulation_schedule", "PPOTrainer",
     "LORA_TARGET_MODULES", "add_lora", "lora_parameters", "lora_state_dict", "load_lora_state_dict",
-    "lora_safetensors_bytes",
+    "lora_safetensors_bytes", "lora_diffusers_bytes",
+    "load_policy", "adamw", "embed_prompts_once", "evaluate_and_save", "training_state", "restore_training_state",
 ]
 
 _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
@@ -70,26 +78,42 @@ _LOG_SQRT_2PI = math.log(math.sqrt(2 * math.pi))
 class Budget:
     """Counters that sampling (`sample_*`, via `budget=`) and training (`log_prob_of_step`) increment.
 
-    unet_evals:        noise predictions of single latents (a CFG pair counts as one), sampling
-                       (batch size x `Trajectories.unet_evals`) and training (one per trained timestep,
-                       with gradients) together.
-    reward_queries:    images scored by the reward model (incremented by the algorithm).
-    trained_timesteps: (trajectory, timestep) log-probs recomputed with gradients during training.
-    optimizer_steps:   optimizer updates (incremented by the algorithm).
+    sampling_unet_evals: noise predictions of single latents while sampling, without gradients (a CFG
+                         pair counts as one; batch size x `Trajectories.unet_evals`).
+    training_unet_evals: (trajectory, timestep) log-probs recomputed with gradients during training: one
+                         noise prediction plus its backward each, about 2.7x a sampling evaluation on CPU
+                         (results/perf/t2i.json), so the two are counted apart.
+    reward_queries:      images scored by the reward model (incremented by the algorithm).
+    optimizer_steps:     optimizer updates (incremented by the algorithm).
+    `unet_evals` (both kinds) and `trained_timesteps` (= training_unet_evals, DDPO's name) are derived.
     """
-    unet_evals: int = 0
+    sampling_unet_evals: int = 0
+    training_unet_evals: int = 0
     reward_queries: int = 0
-    trained_timesteps: int = 0
     optimizer_steps: int = 0
+
+    @property
+    def unet_evals(self) -> int:
+        return self.sampling_unet_evals + self.training_unet_evals
+
+    @property
+    def trained_timesteps(self) -> int:
+        return self.training_unet_evals
 
     def state_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
 
     def as_metrics(self) -> dict[str, float]:
-        """The counters as scalars to log, named budget/<field>."""
-        return {f"budget/{name}": float(value) for name, value in dataclasses.asdict(self).items()}
+        """The counters as scalars to log, named budget/<name> (the derived totals included)."""
+        names = ("unet_evals", "reward_queries", "trained_timesteps", "optimizer_steps", "sampling_unet_evals",
+                 "training_unet_evals")
+        return {f"budget/{name}": float(getattr(self, name)) for name in names}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
+        if "sampling_unet_evals" not in state:      # a checkpoint written before the two kinds were apart
+            state = {"sampling_unet_evals": state["unet_evals"] - state["trained_timesteps"],
+                     "training_unet_evals": state["trained_timesteps"], "reward_queries": state["reward_queries"],
+                     "optimizer_steps": state["optimizer_steps"]}
         for field in dataclasses.fields(self):
             setattr(self, field.name, int(state[field.name]))
 
@@ -388,7 +412,7 @@ def sample_branched_trajectories(model, prompts: Sequence[str], num_steps: int, 
 
     unet_evals = split + k * branch_steps
     if budget is not None:
-        budget.unet_evals += batch * unet_evals
+        budget.sampling_unet_evals += batch * unet_evals
     return Trajectories(
         prompts=prompts * k,
         prompt_embeds=embeds.repeat(k, 1, 1),
@@ -435,7 +459,8 @@ class Transitions:
 
     prompt_embeds, negative_embeds: [N, L, D];  timesteps: [N, S] long;  latents, next_latents:
     [N, S, C, H, W] (before / after each step);  log_probs: [N, S] (old, from sampling);
-    advantages: [N] float32 (shared by all steps of a trajectory).
+    advantages: [N] float32 (shared by all steps of a trajectory);  weights: None, or [N] float32
+    multiplying the clipped advantage (B²-DiffuRL's β₊ / β₋, `ppo_clip_loss`).
     """
     prompt_embeds: torch.Tensor
     negative_embeds: torch.Tensor
@@ -444,6 +469,7 @@ class Transitions:
     next_latents: torch.Tensor
     log_probs: torch.Tensor
     advantages: torch.Tensor
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.timesteps.shape[0]
@@ -454,7 +480,8 @@ class Transitions:
 
     def take(self, index) -> "Transitions":
         """The trajectories `index` (a slice, or a long tensor of rows)."""
-        return Transitions(**{f.name: getattr(self, f.name)[index] for f in dataclasses.fields(self)})
+        return Transitions(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index]
+                              for f in dataclasses.fields(self)})
 
     def permute_steps(self, perms: torch.Tensor) -> "Transitions":
         """Reorder the steps of each trajectory: row i gets steps perms[i] ([N, S] long)."""
@@ -470,9 +497,11 @@ class Transitions:
             yield self.take(slice(start, start + batch_size))
 
 
-def make_transitions(traj: Trajectories, advantages, start: int = 0, stop: int | None = None) -> Transitions:
+def make_transitions(traj: Trajectories, advantages, start: int = 0, stop: int | None = None,
+                     weights=None) -> Transitions:
     """The transitions of steps [start, stop) of every trajectory (default: all T steps, DDPO).
-    B²-DiffuRL trains only the branched interval: start = T - s, stop = T (t2i.md §3.5, §3.6)."""
+    B²-DiffuRL trains only the branched interval: start = T - s, stop = T (t2i.md §3.5, §3.6), with
+    per-trajectory `weights` (β₊ / β₋) on the clipped advantages."""
     stop = traj.num_steps if stop is None else stop
     if not 0 <= start < stop <= traj.num_steps:
         raise ValueError(f"need 0 <= start < stop <= {traj.num_steps}, got [{start}, {stop})")
@@ -487,6 +516,7 @@ def make_transitions(traj: Trajectories, advantages, start: int = 0, stop: int |
         next_latents=traj.latents[:, start + 1:stop + 1],
         log_probs=traj.log_probs[:, start:stop],
         advantages=adv,
+        weights=None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float32)).to(adv.device),
     )
 
 
@@ -537,8 +567,7 @@ def log_prob_of_step(model, latents: torch.Tensor, timesteps: torch.Tensor, next
     _, log_prob = ddim_step_with_logprob(scheduler, noise_pred, timesteps, latents, eta=eta,
                                          prev_sample=next_latents)
     if budget is not None:
-        budget.trained_timesteps += latents.shape[0]
-        budget.unet_evals += latents.shape[0]
+        budget.training_unet_evals += latents.shape[0]
     return log_prob
 
 
@@ -553,7 +582,8 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages
 
     weights (optional, [B]): multiplies A after the clamp - B²-DiffuRL's β₊ / β₋ (A = clamp(z, ±5) β).
     Returns (loss, info) with detached scalars: approx_kl = ½ mean((log p - old)²),
-    clipfrac = mean(|ρ - 1| > ε), ratio = mean(ρ).  No KL term and no value function (§2.1).
+    clipfrac = mean(|ρ - 1| > ε), ratio = mean(ρ), abs_ratio_minus_1 = mean |ρ - 1| (t2i.md §3.7 expects
+    it far below B²'s ε = 0.1).  No KL term and no value function (§2.1).
     """
     adv = advantages.clamp(-adv_clip_max, adv_clip_max)
     if weights is not None:
@@ -567,6 +597,7 @@ def ppo_clip_loss(log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages
             "approx_kl": 0.5 * ((log_prob - old_log_prob) ** 2).mean(),
             "clipfrac": ((ratio - 1.0).abs() > clip_range).float().mean(),
             "ratio": ratio.mean(),
+            "abs_ratio_minus_1": (ratio - 1.0).abs().mean(),
         }
     return loss, info
 
@@ -623,6 +654,54 @@ def normalize_batch(rewards) -> np.ndarray:
     return (rewards - rewards.mean()) / (rewards.std() + 1e-8)
 
 
+class HistoryZScore:
+    """B²-DiffuRL's per-prompt z-score over the current stage and the last H stages (run_select.py L55-95).
+
+    update(prompts, rewards) for one stage: per prompt, its scores of this stage and of the up-to-H stored
+    stages in which it appeared are pooled; z = (r - mean) / (std + 1e-8) with the UNBIASED std (torch's
+    default); then this stage's scores are stored and only the last H stages kept.  H = 0: this stage only.
+    Unlike DDPO's tracker there is no min_count fallback.  A prompt with a single pooled score (possible
+    only without branches and history) has no std: its z is 0, where torch would give NaN.
+    """
+
+    def __init__(self, history_stages: int):
+        self.history_stages = int(history_stages)
+        self.history: list[dict[str, list[float]]] = []        # oldest first, one dict per stage
+
+    def update(self, prompts: Sequence[str], rewards) -> np.ndarray:
+        prompts = list(prompts)
+        rewards = np.asarray(rewards, dtype=np.float64)
+        current: dict[str, list[float]] = {}
+        for prompt, reward in zip(prompts, rewards.tolist()):
+            current.setdefault(prompt, []).append(reward)
+        past = self.history[-self.history_stages:] if self.history_stages > 0 else []
+        stats = {}
+        for prompt, values in current.items():
+            pooled = np.array([v for stage in past for v in stage.get(prompt, [])] + values)
+            std = pooled.std(ddof=1) if len(pooled) > 1 else 0.0
+            stats[prompt] = (pooled.mean(), std + 1e-8)
+        self.history = (past + [current])[-self.history_stages:] if self.history_stages > 0 else []
+        return np.array([(r - stats[p][0]) / stats[p][1] for p, r in zip(prompts, rewards.tolist())])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history_stages": self.history_stages, "history": [dict(stage) for stage in self.history]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history_stages = int(state["history_stages"])
+        self.history = [{p: [float(v) for v in values] for p, values in stage.items()} for stage in state["history"]]
+
+
+def score_in_chunks(reward_fn, images: torch.Tensor, prompts: Sequence[str], chunk_size: int) -> np.ndarray:
+    """reward_fn over consecutive chunks of `chunk_size` images, the last one possibly smaller (B²'s
+    run_select.py scores in chunks of 8 and assumes a multiple of 8; a remainder is scored here)."""
+    prompts = list(prompts)
+    if len(prompts) != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images for {len(prompts)} prompts")
+    parts = [np.asarray(reward_fn(images[i:i + chunk_size], prompts[i:i + chunk_size]), np.float64).reshape(-1)
+             for i in range(0, len(prompts), chunk_size)]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
 # ----------------------------------------------------------------------------------------------------
 # 8. Gradient accumulation: one optimizer step per `group` micro-steps (accelerate semantics)
 # ----------------------------------------------------------------------------------------------------
@@ -656,6 +735,88 @@ def accumulation_schedule(n_micro_steps: int, group: int) -> list[bool]:
     """For micro-steps 0..n-1 of a fresh accumulator: whether an optimizer step follows each one."""
     acc = GradAccumulation(group)
     return [acc.micro_step() for _ in range(n_micro_steps)]
+
+
+class PPOTrainer:
+    """PPO-clip over stored `Transitions` with gradient accumulation: the training half of a DDPO epoch
+    (ddpo train.py L455-593) and of a B²-DiffuRL stage (run_train.py L255-351).
+
+    epoch(): shuffle the trajectories, permute each one's steps (`shuffle_for_inner_epoch`), then per
+    minibatch and per step column j < `steps`, one micro-step: log p with gradients, the PPO-clip loss,
+    backward of loss / group (accelerate divides by the accumulation count).  After every
+    `accumulation.group` micro-steps (the counter runs across epochs, as accelerate's): clip the gradient
+    norm, one optimizer step, zero the gradients.  `updates` gets one row per optimizer step: its
+    micro-steps' mean clipfrac and |ratio - 1|, the largest |ratio - 1| and the gradient norm before
+    clipping; `largest` gets every micro-step's largest |ratio - 1|.  `end_round(drop)` handles a partial
+    group (B²'s stage end).
+    """
+
+    def __init__(self, model, params: list[torch.nn.Parameter], optimizer, accumulation: GradAccumulation,
+                 budget: Budget, *, num_steps: int, guidance_scale: float, eta: float, train_cfg: bool,
+                 clip_range: float, adv_clip_max: float, max_grad_norm: float):
+        self.model, self.params, self.optimizer = model, params, optimizer
+        self.accumulation, self.budget = accumulation, budget
+        self.num_steps, self.guidance_scale, self.eta, self.train_cfg = num_steps, guidance_scale, eta, train_cfg
+        self.clip_range, self.adv_clip_max, self.max_grad_norm = clip_range, adv_clip_max, max_grad_norm
+        self.pending: list[dict[str, float]] = []       # micro-steps since the last optimizer step
+        self.updates: list[dict[str, float]] = []
+        self.largest: list[float] = []
+
+    @classmethod
+    def for_config(cls, model, params, optimizer, accumulation: GradAccumulation, budget: Budget, cfg) -> "PPOTrainer":
+        """The trainer of an algorithm Config with the fields sample_num_steps, guidance_scale, sample_eta,
+        train_cfg, clip_range, adv_clip_max and max_grad_norm (DDPO's and B²-DiffuRL's)."""
+        return cls(model, params, optimizer, accumulation, budget, num_steps=cfg.sample_num_steps,
+                   guidance_scale=cfg.guidance_scale, eta=cfg.sample_eta, train_cfg=cfg.train_cfg,
+                   clip_range=cfg.clip_range, adv_clip_max=cfg.adv_clip_max, max_grad_norm=cfg.max_grad_norm)
+
+    def epoch(self, transitions: Transitions, generator: torch.Generator | None, steps: int, batch_size: int,
+              drop_last: bool = False) -> list[dict[str, float]]:
+        """One pass over `transitions`, training the first `steps` steps of each permuted order; returns
+        one row of loss and PPO statistics per micro-step."""
+        self.model.unet.train()
+        rows = []
+        shuffled = shuffle_for_inner_epoch(transitions, generator)
+        for batch in shuffled.minibatches(batch_size, drop_last=drop_last):
+            for j in range(steps):
+                log_prob = log_prob_of_step(
+                    self.model, batch.latents[:, j], batch.timesteps[:, j], batch.next_latents[:, j],
+                    batch.prompt_embeds, batch.negative_embeds, self.guidance_scale, self.eta,
+                    train_cfg=self.train_cfg, num_steps=self.num_steps, budget=self.budget)
+                loss, info = ppo_clip_loss(log_prob, batch.log_probs[:, j], batch.advantages, self.clip_range,
+                                           self.adv_clip_max, weights=batch.weights)
+                (loss / self.accumulation.group).backward()
+                rows.append({"loss": loss.item(), **{k: float(v) for k, v in info.items()}})
+                with torch.no_grad():
+                    self.largest.append(float((log_prob - batch.log_probs[:, j]).exp().sub(1).abs().max()))
+                self.pending.append({**rows[-1], "abs_ratio_minus_1_max": self.largest[-1]})
+                if self.accumulation.micro_step():
+                    self._optimizer_step()
+        return rows
+
+    def _optimizer_step(self) -> None:
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.budget.optimizer_steps += 1
+        self.updates.append({
+            "clipfrac": float(np.mean([r["clipfrac"] for r in self.pending])),
+            "abs_ratio_minus_1": float(np.mean([r["abs_ratio_minus_1"] for r in self.pending])),
+            "abs_ratio_minus_1_max": max(r["abs_ratio_minus_1_max"] for r in self.pending),
+            "grad_norm": float(norm), "micro_steps": float(len(self.pending))})
+        self.pending = []
+
+    def end_round(self, drop: bool) -> int:
+        """A training round's end with a partial accumulation group: drop its gradient (B²-DiffuRL's
+        release, whose training process exits) or take an optimizer step on it.  Either way the next
+        round starts a fresh group.  Returns how many micro-steps the partial group held."""
+        leftover = len(self.pending)
+        if leftover and not drop:
+            self._optimizer_step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.pending = []
+        self.accumulation.count = 0
+        return leftover
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -722,3 +883,93 @@ def lora_safetensors_bytes(unet) -> bytes:
     from safetensors.torch import save
 
     return save(lora_state_dict(unet))
+
+
+def lora_diffusers_bytes(unet) -> bytes:
+    """The UNet's LoRA as a diffusers LoRA file (keys `unet.<diffusers name>`, the adapter config in the
+    metadata), written by diffusers' own `save_lora_weights`:
+    `StableDiffusionPipeline.from_pretrained(base).load_lora_weights(folder, weight_name=...)` on the file
+    reproduces the fine-tuned UNet (a PEFT-format file, `lora_safetensors_bytes`, is silently ignored
+    there)."""
+    import tempfile
+    from pathlib import Path
+
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    layers = {k: v.detach().to("cpu").contiguous()
+              for k, v in convert_state_dict_to_diffusers(get_peft_model_state_dict(unet)).items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        StableDiffusionPipeline.save_lora_weights(tmp, unet_lora_layers=layers, safe_serialization=True,
+                                                  weight_name="lora.safetensors",
+                                                  unet_lora_adapter_metadata=unet.peft_config["default"].to_dict())
+        return (Path(tmp) / "lora.safetensors").read_bytes()
+
+
+# ----------------------------------------------------------------------------------------------------
+# 10. A fine-tuning run's plumbing, shared by DDPO and B²-DiffuRL: the policy, evaluation, checkpoints
+# ----------------------------------------------------------------------------------------------------
+
+def load_policy(task, lora_rank: int, seed: int, device: str):
+    """The task's base model with a zero-effect LoRA (initialised on the CPU from `seed`, so the same on
+    every device), moved to `device` with the task's reward models.  Returns (model, LoRA parameters)."""
+    model = task.load_model()
+    model.unet.requires_grad_(False)
+    add_lora(model.unet, rank=lora_rank, seed=seed)
+    model.to(device)
+    task.use_device(device)
+    return model, lora_parameters(model.unet)
+
+
+def adamw(params: list[torch.nn.Parameter], cfg) -> torch.optim.AdamW:
+    """AdamW over the LoRA parameters from a Config's learning_rate, adam_beta1/2, adam_weight_decay and
+    adam_epsilon (both references: torch.optim.AdamW on the LoRA layers)."""
+    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                             weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+
+
+def embed_prompts_once(task) -> None:
+    """Embed every train and test prompt once, in a fixed order, with the task's reward models that cache
+    text embeddings (clipscore: `embed_texts`).  Those embeddings depend in their last bits on which
+    prompts share an encoder batch, and a resumed run skips the base evaluation that would otherwise
+    embed first; called at a run's start, it makes a resumed run score exactly as an uninterrupted one."""
+    prompts = list(dict.fromkeys([*task.train_prompts, *task.test_prompts]))
+    rewards = [task.reward_fn()] + ([task._reward("clipscore")] if hasattr(task, "_reward") else [])
+    for reward in {id(r): r for r in rewards}.values():
+        if hasattr(reward, "embed_texts"):
+            reward.embed_texts(prompts)
+
+
+def evaluate_and_save(task, model, run, step: int, num_steps: int, guidance_scale: float, eta: float) -> None:
+    """The task's evaluation of the current policy (plain DDIM sampling with CFG, the training sampler)
+    at `step`: metrics as 'eval' scalars, one row per image, and the PNG grid samples_step<step>.png."""
+    model.unet.eval()
+
+    @torch.no_grad()
+    def generate(prompts, generator):
+        return sample_trajectories(model, list(prompts), num_steps, guidance_scale, eta, generator=generator).images
+
+    result = task.evaluate(generate, step, seed=run.seed)
+    run.log(step, result.metrics, "eval")
+    run.add_samples(result.samples, step)
+    run.save_artifact(f"samples_step{step:05d}.png", result.grid_png)
+
+
+def training_state(model, optimizer, budget: Budget, accumulation: GradAccumulation,
+                   generator: torch.Generator) -> dict[str, Any]:
+    """What a checkpoint needs of any run: LoRA, optimizer moments, counters and random states."""
+    return {"lora": lora_state_dict(model.unet), "optimizer": optimizer.state_dict(), "budget": budget.state_dict(),
+            "accumulation": accumulation.state_dict(), "generator": generator.get_state(),
+            "torch_rng": torch.get_rng_state()}
+
+
+def restore_training_state(state: dict[str, Any], model, optimizer, budget: Budget, accumulation: GradAccumulation,
+                           generator: torch.Generator) -> None:
+    """The inverse of `training_state`."""
+    load_lora_state_dict(model.unet, state["lora"])
+    optimizer.load_state_dict(state["optimizer"])
+    budget.load_state_dict(state["budget"])
+    accumulation.load_state_dict(state["accumulation"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])

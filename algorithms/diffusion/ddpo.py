@@ -7,9 +7,9 @@ inner epochs of PPO over timesteps) -> [evaluate fine-tuned].  The shared math (
 log-prob, trajectory sampling, the PPO-clip loss, the per-prompt stat tracker, LoRA) lives in
 algorithms/diffusion/core.py, which B²-DiffuRL uses too.
 
-Budget: every epoch logs the cumulative reward queries (images scored), UNet evaluations (forward
-passes of the possibly CFG-doubled batch, sampling and training) and trained timesteps, so methods
-are compared at an equal budget.
+Budget: every epoch logs the cumulative reward queries (images scored), UNet evaluations (sampling and
+training apart, and their sum) and optimizer steps, so methods are compared at an equal budget.  The
+fine-tuned LoRA is saved as `lora.safetensors` in diffusers format (`load_lora_weights` reads it).
 """
 from __future__ import annotations
 
@@ -115,45 +115,26 @@ def run(task, cfg: Config, run, shuffle_advantages: bool = False) -> None:
     cfg.validate()
     torch.manual_seed(run.seed)
     generator = torch.Generator().manual_seed(run.seed)       # all sampling noise, prompts and shuffles
-    model = task.load_model()
-    model.unet.requires_grad_(False)
-    core.add_lora(model.unet, rank=cfg.lora_rank, seed=run.seed)   # on the CPU: the same init on every device
-    model.to(run.device)
-    task.use_device(run.device)
-    params = core.lora_parameters(model.unet)
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                  weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    model, params = core.load_policy(task, cfg.lora_rank, run.seed, run.device)
+    optimizer = core.adamw(params, cfg)
     tracker = core.PerPromptStatTracker(cfg.stat_buffer_size, cfg.stat_min_count)
     budget = core.Budget()
     # one optimizer step per gradient_accumulation_steps x num_train_timesteps micro-steps (ddpo L61-79)
     accumulation = core.GradAccumulation(cfg.gradient_accumulation_steps * cfg.num_train_timesteps)
+    trainer = core.PPOTrainer.for_config(model, params, optimizer, accumulation, budget, cfg)
     reward_fn = task.reward_fn()
     train_prompts = list(task.train_prompts)
 
     def evaluate(step: int) -> None:
-        model.unet.eval()
-
-        @torch.no_grad()
-        def generate(prompts, gen):
-            return core.sample_trajectories(model, list(prompts), cfg.sample_num_steps, cfg.guidance_scale,
-                                            cfg.sample_eta, generator=gen).images
-        result = task.evaluate(generate, step, seed=run.seed)
-        run.log(step, result.metrics, "eval")
-        run.add_samples(result.samples, step)
-        run.save_artifact(f"samples_step{step:05d}.png", result.grid_png)
+        core.evaluate_and_save(task, model, run, step, cfg.sample_num_steps, cfg.guidance_scale, cfg.sample_eta)
 
     start = 0
     state = run.load_checkpoint()
     if state is None:
         evaluate(0)                                            # the base model (LoRA is zero)
     else:
-        core.load_lora_state_dict(model.unet, state["lora"])
-        optimizer.load_state_dict(state["optimizer"])
+        core.restore_training_state(state, model, optimizer, budget, accumulation, generator)
         tracker.load_state_dict(state["tracker"])
-        budget.load_state_dict(state["budget"])
-        accumulation.load_state_dict(state["accumulation"])
-        generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
         start = state["epoch"]
 
     for epoch in run.progress(range(start, cfg.num_epochs), total=cfg.num_epochs, initial=start):
@@ -179,28 +160,12 @@ def run(task, cfg: Config, run, shuffle_advantages: bool = False) -> None:
             advantages = advantages[torch.randperm(len(advantages), generator=generator)]
 
         # ---- 3. PPO over the stored transitions (ddpo L455-593) ----------------------------------------
-        model.unet.train()
+        # each inner epoch shuffles the trajectories and gives each its own timestep order; only the first
+        # num_train_timesteps of each order are trained.  Every epoch ends on an optimizer step (validate).
         transitions = core.make_transitions(traj, advantages)
         info_rows: list[dict[str, float]] = []
         for _ in range(cfg.num_inner_epochs):
-            # shuffle the trajectories, then an independent timestep order per trajectory; only the first
-            # num_train_timesteps of each order are trained
-            shuffled = core.shuffle_for_inner_epoch(transitions, generator)
-            for batch in shuffled.minibatches(cfg.train_batch_size):
-                for j in range(cfg.num_train_timesteps):
-                    log_prob = core.log_prob_of_step(
-                        model, batch.latents[:, j], batch.timesteps[:, j], batch.next_latents[:, j],
-                        batch.prompt_embeds, batch.negative_embeds, cfg.guidance_scale, cfg.sample_eta,
-                        train_cfg=cfg.train_cfg, num_steps=cfg.sample_num_steps, budget=budget)
-                    loss, info = core.ppo_clip_loss(log_prob, batch.log_probs[:, j], batch.advantages,
-                                                    cfg.clip_range, cfg.adv_clip_max)
-                    (loss / accumulation.group).backward()   # accelerate divides by the accumulation count
-                    info_rows.append({"loss": loss.item(), **{k: float(v) for k, v in info.items()}})
-                    if accumulation.micro_step():             # the end of an accumulation group: one step
-                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        budget.optimizer_steps += 1
+            info_rows += trainer.epoch(transitions, generator, cfg.num_train_timesteps, cfg.train_batch_size)
 
         # ---- 4. log, checkpoint ---------------------------------------------------------------------------
         done = epoch + 1
@@ -211,10 +176,7 @@ def run(task, cfg: Config, run, shuffle_advantages: bool = False) -> None:
         if cfg.eval_every and done % cfg.eval_every == 0 and done < cfg.num_epochs:
             evaluate(done)
         if done % cfg.checkpoint_every == 0 or done == cfg.num_epochs:
-            run.save_checkpoint({"lora": core.lora_state_dict(model.unet), "optimizer": optimizer.state_dict(),
-                                 "tracker": tracker.state_dict(), "budget": budget.state_dict(),
-                                 "accumulation": accumulation.state_dict(),
-                                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
-                                 "epoch": done}, done)
+            run.save_checkpoint({**core.training_state(model, optimizer, budget, accumulation, generator),
+                                 "tracker": tracker.state_dict(), "epoch": done}, done)
     evaluate(cfg.num_epochs)                                   # the final model, never the best one
-    run.save_artifact("lora.safetensors", core.lora_safetensors_bytes(model.unet))
+    run.save_artifact("lora.safetensors", core.lora_diffusers_bytes(model.unet))
