@@ -580,7 +580,9 @@ T2I_METRICS = [  # (metric suffix, column title, digits)
     ("jpeg_compressibility", "JPEG compressibility (−kB)", 4),
     ("jpeg_incompressibility", "JPEG incompressibility (kB)", 4),
 ]
-T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL"}
+T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL",
+             "b2diffurl_no_backward": "B²-DiffuRL, no backward", "b2diffurl_no_branch": "B²-DiffuRL, no branch",
+             "b2diffurl_neither": "B²-DiffuRL, neither"}
 # method -> its no-signal control (ddpo_shuffled.py: the same loop with each epoch's advantages permuted).
 # Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
 # equal movement of the policy.
