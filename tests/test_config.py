@@ -68,8 +68,10 @@ def test_shipped_grid_loads_every_size(size):
 
 def test_shipped_sizes_differ_in_seeds_and_steps():
     tiny, cpu, paper = (load_experiment("didactic", s) for s in SIZES)
-    assert (len(tiny.seeds), len(cpu.seeds), len(paper.seeds)) == (1, 3, 10)
-    assert tiny.algorithms["onestep_fb"].num_steps < paper.algorithms["onestep_fb"].num_steps == 100_000
+    assert (len(tiny.seeds), len(cpu.seeds), len(paper.seeds)) == (1, 10, 10)
+    assert list(cpu.seeds) == list(range(10))  # seeds 0-2 (the committed 3-seed grid's) come first
+    assert (tiny.algorithms["onestep_fb"].num_steps < cpu.algorithms["onestep_fb"].num_steps
+            < paper.algorithms["onestep_fb"].num_steps == 100_000)
     # common settings are merged under every size
     for exp in (tiny, cpu, paper):
         assert exp.algorithms["onestep_fb"].arch == "tabular"

@@ -45,7 +45,7 @@ def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
     assert (run / "samples_step00000.png").is_file() and (run / "samples_step00002.png").is_file()
     assert (run / "lora.safetensors").is_file()
     table = (tmp_path / "results" / "t2i" / "tables" / "tiny" / "t2i_alignment.md").read_text()
-    for name in ("base", "DDPO", "DDPO − base", "B²-DiffuRL − base", "b2diffurl_neither − base", "clipscore",
+    for name in ("base", "DDPO", "DDPO − base", "B²-DiffuRL − base", "B²-DiffuRL, neither − base", "clipscore",
                  "oracle (graded)", "train", "test"):
         assert name in table
     for b2 in runs[:2]:                              # B² and an ablation beside DDPO, the same protocol
