@@ -5,6 +5,10 @@ An adapter is a module with
             reference code; the suites' YAML grids override them);
   run(task, cfg, run):  trains on `task` and writes through `run` (the results writer of one trial);
             it never knows about Ray, and the orchestrator never knows about losses.
+
+A field added to a Config after runs of its algorithm were committed is declared with `added_field`:
+it enters the run id (benchmarks/config.py) only when set to another value than its default, so a new
+knob that reproduces today's behaviour at its default re-keys, and re-runs, nothing.
 """
 from __future__ import annotations
 
@@ -14,7 +18,17 @@ from types import ModuleType
 
 from suites.registry import lookup
 
-__all__ = ["AlgorithmSpec", "get", "all_algorithms", "for_suite"]
+__all__ = ["AlgorithmSpec", "get", "all_algorithms", "for_suite", "added_field", "ADDED"]
+
+ADDED = "added"
+"""The dataclass-field metadata key that `added_field` sets (its value: when / why the field came)."""
+
+
+def added_field(default, *, added: str):
+    """A Config field that left at `default` keeps every run id as it was before the field existed.
+    `added` says when and why it came (e.g. "issue 15: ..."); its default must reproduce the behaviour
+    of the runs committed before it."""
+    return dataclasses.field(default=default, metadata={ADDED: added})
 
 
 @dataclasses.dataclass(frozen=True)

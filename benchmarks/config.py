@@ -90,14 +90,29 @@ class Experiment:
         out = []
         for name, base in self.algorithms.items():
             for task_id, kwargs in self.tasks:
-                cfg_dict = _jsonable(dataclasses.asdict(self.task_configs.get((name, task_id), base)))
-                h = config_hash(self.suite, name, cfg_dict, task_id, kwargs)
+                cfg = self.task_configs.get((name, task_id), base)
+                cfg_dict = _jsonable(dataclasses.asdict(cfg))
+                h = config_hash(self.suite, name, hashed_config(cfg), task_id, kwargs)
                 if "data_root" in kwargs and kwargs["data_root"] is None and self.data_root is not None:
                     kwargs = {**kwargs, "data_root": str(self.data_root)}
                 for seed in self.seeds:
                     out.append(TrialSpec(self.suite, self.size, name, task_id, dict(kwargs), seed, cfg_dict,
                                          dict(self.resources), h))
         return out
+
+
+def hashed_config(cfg: Any) -> dict[str, Any]:
+    """The part of an algorithm Config that identifies a run: every field, except a field declared with
+    `algorithms.registry.added_field` while it holds its default.  So adding a knob whose default keeps
+    today's behaviour leaves every run id, committed ones included, as it was; setting it re-keys the run.
+    (The manifest still records the whole config.)"""
+    out = {}
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if algo_registry.ADDED in field.metadata and value == field.default:
+            continue
+        out[field.name] = _jsonable(value)
+    return out
 
 
 def config_hash(suite: str, algorithm: str, algo_config: dict, task_id: str, task_kwargs: dict) -> str:
