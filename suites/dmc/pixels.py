@@ -177,8 +177,8 @@ def probe(settings: RenderSettings, timeout: float = 120.0) -> str:
     lines = [line for line in proc.stderr.splitlines() if line.startswith(("gl: ", "camera: "))]
     last = lines[-1] if lines else (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
     if last.startswith("camera: "):
-        raise UserError(f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): set the task kwarg "
-                        f"camera to one of them (default {CAMERAS[settings.domain]!r})")
+        raise UserError(f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): choose one of them "
+                        f"(task kwarg camera, or --camera; default {CAMERAS[settings.domain]!r})")
     raise UserError(f"no working GL backend for pixel rendering (MUJOCO_GL={env['MUJOCO_GL']}: "
                     f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
                     f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)")
