@@ -344,7 +344,7 @@ def cmd_perf(args) -> int:
 
 def cmd_render(args) -> int:
     from suites.dmc.dataset import default_dataset_dir
-    from suites.dmc.pixels import RenderSettings, probe, render_dataset
+    from suites.dmc.pixels import RenderSettings, _state_meta, check_not_stale, probe, render_dataset
 
     flags = {}
     for item in args.flag:
@@ -355,7 +355,9 @@ def cmd_render(args) -> int:
     camera = int(args.camera) if args.camera is not None and args.camera.isdigit() else args.camera
     settings = RenderSettings.make(args.domain, args.image_size, camera, flags)
     dataset = args.dataset or default_dataset_dir(args.data_dir.resolve(), args.domain, args.explorer, args.collect_size)
-    probe(settings)  # GL backend and camera, in one line, before anything is written
+    if Path(dataset).is_dir():  # frames rendered from older state files: one line, before anything else
+        check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files", {}))
+    probe(settings)  # camera and GL backend, in one line, before anything is written
     summary = render_dataset(dataset, settings, workers=args.workers, progress=not args.no_progress)
     rate = (f"{summary['rendered']} episodes rendered at {summary['frames_per_second']:,.0f} frames/s"
             if summary["rendered"] else "nothing new to render")

@@ -446,8 +446,9 @@ def dmc_tables(
             state_values: dict[str, np.ndarray] = {}
             for obs in ("state", "pixels"):
                 sub = sub_domain[(sub_domain.obs == obs) | sub_domain.algorithm.isin(DMC_BASELINES)]
-                if obs == "pixels" and not (sub.obs == "pixels").any():
-                    continue
+                seen = sub[sub.obs == "pixels"]
+                if obs == "pixels" and (seen.empty or not (task == "overall" or (seen.task == task).any())):
+                    continue  # no learned method saw this task from pixels
                 row = {"domain": domain, "task": task}
                 if has_pixels:
                     row["observations"] = obs

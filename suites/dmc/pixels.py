@@ -122,8 +122,10 @@ def gl_renderer(physics) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def _probe_main(domain: str, size: int, camera: str, flags: str) -> None:
-    """Child process of `probe`: render one frame, print the GL renderer (stdout) or one line (stderr)."""
+def _probe_main(domain: str, size: int, camera: str, flags: str, stage: str) -> None:
+    """Child process of `probe`.  stage "camera" (run with MUJOCO_GL=disabled, so it works without any GL):
+    the camera exists in the model.  stage "render": one frame renders; prints the GL renderer.  A failure
+    is one line on stderr, exit code 3."""
     import sys
 
     settings = RenderSettings.make(domain, size, int(camera) if camera.isdigit() else camera, json.loads(flags))
@@ -133,13 +135,15 @@ def _probe_main(domain: str, size: int, camera: str, flags: str) -> None:
     except Exception as err:  # noqa: BLE001 - no GL backend: dm_control fails while importing or building
         print(f"gl: {_one_line(err)}", file=sys.stderr)
         sys.exit(3)
-    model = env.physics.model
-    names = [model.id2name(i, "camera") for i in range(model.ncam)]
-    if (isinstance(settings.camera, int) and settings.camera >= model.ncam) or (
-            isinstance(settings.camera, str) and settings.camera not in names):
-        print(f"camera: the model has {model.ncam} cameras: "
-              f"{', '.join(f'{i} ({n})' if n else str(i) for i, n in enumerate(names))}", file=sys.stderr)
-        sys.exit(3)
+    if stage == "camera":
+        model = env.physics.model
+        names = [model.id2name(i, "camera") for i in range(model.ncam)]
+        if (isinstance(settings.camera, int) and settings.camera >= model.ncam) or (
+                isinstance(settings.camera, str) and settings.camera not in names):
+            print(f"camera: the model has {model.ncam} cameras: "
+                  f"{', '.join(f'{i} ({n})' if n else str(i) for i, n in enumerate(names))}", file=sys.stderr)
+            sys.exit(3)
+        return
     try:
         settings.render(env.physics)
         renderer = gl_renderer(env.physics)
@@ -155,33 +159,37 @@ def _one_line(err: BaseException) -> str:
 
 
 def probe(settings: RenderSettings, timeout: float = 120.0) -> str:
-    """Render one frame in a fresh process (no torch, like the render workers) and return the GL renderer.
-
-    One line (UserError) when no GL backend works (`MUJOCO_GL` names one that cannot start here) or the
-    camera does not exist in the domain's model.  A subprocess, because dm_control picks its GL backend
-    once per process, and a failed one leaves nothing to retry in this process."""
+    """Check the camera, then render one frame, each in a fresh process (no torch, like the render workers);
+    return the GL renderer.  One line (UserError) when the camera does not exist in the domain's model
+    (checked without GL), or when no GL backend works here (`MUJOCO_GL` names one that cannot start).
+    Subprocesses, because dm_control picks its GL backend once per process, when it is imported."""
     import subprocess
     import sys
 
-    code = (f"from suites.dmc.pixels import _probe_main; _probe_main({settings.domain!r}, {settings.size}, "
-            f"{str(settings.camera)!r}, {json.dumps(json.dumps(dict(settings.flags)))})")
     env = {**os.environ, "LP_NUM_THREADS": "1"}
     env.setdefault("MUJOCO_GL", "egl")
-    try:
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        raise UserError(f"rendering one {settings.domain} frame took over {timeout:.0f} s (MUJOCO_GL="
-                        f"{env['MUJOCO_GL']}): check the GL backend (see the README, 'DMC from pixels')") from None
-    if proc.returncode == 0 and proc.stdout.strip():
-        return proc.stdout.strip().splitlines()[-1]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith(("gl: ", "camera: "))]
-    last = lines[-1] if lines else (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-    if last.startswith("camera: "):
-        raise UserError(f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): choose one of them "
-                        f"(task kwarg camera, or --camera; default {CAMERAS[settings.domain]!r})")
-    raise UserError(f"no working GL backend for pixel rendering (MUJOCO_GL={env['MUJOCO_GL']}: "
-                    f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
-                    f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)")
+    backend = env["MUJOCO_GL"]
+    for stage in ("camera", "render"):
+        code = (f"from suites.dmc.pixels import _probe_main; _probe_main({settings.domain!r}, {settings.size}, "
+                f"{str(settings.camera)!r}, {json.dumps(json.dumps(dict(settings.flags)))}, {stage!r})")
+        stage_env = {**env, "MUJOCO_GL": "disabled"} if stage == "camera" else env
+        try:
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                                  env=stage_env)
+        except subprocess.TimeoutExpired:
+            raise UserError(f"rendering one {settings.domain} frame took over {timeout:.0f} s (MUJOCO_GL={backend}): "
+                            f"check the GL backend (see the README, 'DMC from pixels')") from None
+        if proc.returncode == 0:
+            continue
+        lines = [line for line in proc.stderr.splitlines() if line.startswith(("gl: ", "camera: "))]
+        last = lines[-1] if lines else (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        if last.startswith("camera: "):
+            raise UserError(f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): choose one of "
+                            f"them (task kwarg camera, or --camera; default {CAMERAS[settings.domain]!r})")
+        raise UserError(f"no working GL backend for pixel rendering (MUJOCO_GL={backend}: "
+                        f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
+                        f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 # ---- rendering a dataset ----------------------------------------------------------------------------------

@@ -229,18 +229,17 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
         return directory, [p.name for p in files[start:stop]], hashes
 
     def validate(self) -> None:
-        """Before any trial: rendering works here (GL backend, camera: one frame in a fresh process), the state
-        dataset is sound when it is given, and frames already rendered were rendered from today's state files."""
+        """Before any trial: frames already rendered were rendered from today's state files, the state dataset
+        is sound when it is given, and rendering works here (camera, GL backend: one frame in a fresh process)."""
+        from suites.dmc import dataset as ds
         from suites.dmc.pixels import check_not_stale, probe
 
-        self._renderer = probe(self.settings)
+        if self.path.exists() and any(self.path.glob("*.npz")) and (
+                (ds.read_meta(self.path) or {}).get("status", "complete") == "complete"):
+            directory, _, hashes = self._state_files()
+            check_not_stale(directory, self.settings, hashes)
         super().validate()
-        if self.path.exists() and any(self.path.glob("*.npz")):
-            from suites.dmc import dataset as ds
-
-            if (ds.read_meta(self.path) or {}).get("status", "complete") == "complete":
-                directory, _, hashes = self._state_files()
-                check_not_stale(directory, self.settings, hashes)
+        self._renderer = probe(self.settings)
 
     def prepare(self) -> None:
         """The state dataset (collected when the grid asks), then the frames of the episodes trials load."""
