@@ -355,9 +355,14 @@ def cmd_render(args) -> int:
     camera = int(args.camera) if args.camera is not None and args.camera.isdigit() else args.camera
     settings = RenderSettings.make(args.domain, args.image_size, camera, flags)
     dataset = args.dataset or default_dataset_dir(args.data_dir.resolve(), args.domain, args.explorer, args.collect_size)
-    if Path(dataset).is_dir():  # frames rendered from older state files: one line, before anything else
-        check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files", {}))
-    probe(settings)  # camera and GL backend, in one line, before anything is written
+    # every check before anything is written: the camera (no GL needed), the state dataset, frames rendered
+    # from older state files, then the GL backend (one frame in a fresh process)
+    probe(settings, stages=("camera",))
+    if not Path(dataset).is_dir():
+        raise UserError(f"no state dataset at {dataset}: collect it with `b2fb collect --domain {args.domain} ...` "
+                        f"(or pass --dataset); pixels are rendered from its physics states")
+    check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files", {}))
+    probe(settings, stages=("render",))
     summary = render_dataset(dataset, settings, workers=args.workers, progress=not args.no_progress)
     rate = (f"{summary['rendered']} episodes rendered at {summary['frames_per_second']:,.0f} frames/s"
             if summary["rendered"] else "nothing new to render")

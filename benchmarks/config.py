@@ -210,14 +210,6 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
             raise UserError(f"{where}: task {task_id} has no kwarg {unknown[0]!r}."
                             f"{did_you_mean(unknown[0], spec.kwargs)} Its kwargs: {', '.join(spec.kwargs)}")
         resolved_tasks.append((task_id, {**spec.kwargs, **kwargs}))
-    for key, value in task_overrides.items():
-        for task_id, kwargs in resolved_tasks:
-            if key not in kwargs:
-                raise UserError(f"--set task.{key}: task {task_id} has no kwarg {key!r}.{did_you_mean(key, kwargs)} "
-                                f"Its kwargs: {', '.join(kwargs)}")
-            kwargs[key] = str((Path.cwd() / value).resolve()) if key in PATH_KWARGS and value else value
-    if len({(t, json.dumps(k, sort_keys=True, default=str)) for t, k in resolved_tasks}) != len(resolved_tasks):
-        raise UserError(f"{where}: sizes.{size}.tasks lists the same task twice; list each task once")
     if tasks:
         known = {t for t, _ in resolved_tasks}
         for t in tasks:
@@ -226,6 +218,15 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
                 raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has {', '.join(sorted(known))}")
         kept = [i for i, (t, _) in enumerate(resolved_tasks) if t in tasks]
         resolved_tasks, limits = [resolved_tasks[i] for i in kept], [limits[i] for i in kept]
+    # `--set task.KEY=VALUE` on the tasks selected (all, or those of --tasks)
+    for key, value in task_overrides.items():
+        for task_id, kwargs in resolved_tasks:
+            if key not in kwargs:
+                raise UserError(f"--set task.{key}: task {task_id} has no kwarg {key!r}.{did_you_mean(key, kwargs)} "
+                                f"Its kwargs: {', '.join(kwargs)}")
+            kwargs[key] = str((Path.cwd() / value).resolve()) if key in PATH_KWARGS and value else value
+    if len({(t, json.dumps(k, sort_keys=True, default=str)) for t, k in resolved_tasks}) != len(resolved_tasks):
+        raise UserError(f"{where}: sizes.{size}.tasks lists the same task twice; list each task once")
 
     # algorithms
     algo_block = merged.get("algorithms") or {}

@@ -158,7 +158,7 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def probe(settings: RenderSettings, timeout: float = 120.0) -> str:
+def probe(settings: RenderSettings, timeout: float = 120.0, stages: tuple[str, ...] = ("camera", "render")) -> str:
     """Check the camera, then render one frame, each in a fresh process (no torch, like the render workers);
     return the GL renderer.  One line (UserError) when the camera does not exist in the domain's model
     (checked without GL), or when no GL backend works here (`MUJOCO_GL` names one that cannot start).
@@ -169,7 +169,8 @@ def probe(settings: RenderSettings, timeout: float = 120.0) -> str:
     env = {**os.environ, "LP_NUM_THREADS": "1"}
     env.setdefault("MUJOCO_GL", "egl")
     backend = env["MUJOCO_GL"]
-    for stage in ("camera", "render"):
+    proc = None
+    for stage in stages:
         code = (f"from suites.dmc.pixels import _probe_main; _probe_main({settings.domain!r}, {settings.size}, "
                 f"{str(settings.camera)!r}, {json.dumps(json.dumps(dict(settings.flags)))}, {stage!r})")
         stage_env = {**env, "MUJOCO_GL": "disabled"} if stage == "camera" else env
@@ -189,7 +190,7 @@ def probe(settings: RenderSettings, timeout: float = 120.0) -> str:
         raise UserError(f"no working GL backend for pixel rendering (MUJOCO_GL={backend}: "
                         f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
                         f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)")
-    return proc.stdout.strip().splitlines()[-1]
+    return proc.stdout.strip().splitlines()[-1] if proc is not None and proc.stdout.strip() else ""
 
 
 # ---- rendering a dataset ----------------------------------------------------------------------------------
