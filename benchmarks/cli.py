@@ -98,17 +98,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap-seed", type=_seed, default=0, help="seed of the bootstrap resampler (default 0)")
     s.add_argument("--no-collect", action="store_true", help="use the existing index instead of re-collecting")
 
-    s = sub.add_parser("render", help="render a dmc state dataset's pixels (frames re-rendered from its physics)",
-                       description="Render the frames of a reward-free dmc dataset from its stored physics states "
-                       "into <dataset>/pixels-<size>-cam<camera>[-<flags>]/ (suites/dmc/pixels.py).  Resumable per "
-                       "episode file; 2 worker processes by default.  `b2fb run` renders what a pixel grid needs.")
-    s.add_argument("--domain", required=True, help="dmc domain with a pixel version: walker, cheetah, quadruped, jaco")
+    s = sub.add_parser("render", help="render a dmc state dataset's pixels (re-rendered from its physics)",
+                       description="Render the frames of a reward-free dmc dataset from its stored physics "
+                       "states into <dataset>/pixels-<size>-cam<camera>[-<flags>]/ (suites/dmc/pixels.py).  "
+                       "Resumable per episode file; 2 worker processes by default.  `b2fb run` renders "
+                       "what a pixel grid needs.")
+    s.add_argument("--domain", required=True,
+                   help="dmc domain with a pixel version: walker, cheetah, quadruped, jaco")
     s.add_argument("--dataset", type=Path, default=None,
-                   help="the state dataset directory (default: where `b2fb collect` puts it under --data-dir)")
+                   help="the state dataset directory (default: where `b2fb collect` puts it, --data-dir)")
     s.add_argument("--explorer", default="rnd", help="explorer of the default dataset (default rnd)")
     s.add_argument("--collect-size", default="cpu", help="RND size of the default dataset (default cpu)")
-    s.add_argument("--image-size", type=_count, default=64, help="frame width and height in pixels (default 64)")
-    s.add_argument("--camera", default=None, help="camera index or name (default: the domain's; DrQ's / ExORL's)")
+    s.add_argument("--image-size", type=_count, default=64,
+                   help="frame width and height in pixels (default 64)")
+    s.add_argument("--camera", default=None,
+                   help="camera index or name (default: the domain's; DrQ's / ExORL's)")
     s.add_argument("--flag", action="append", default=[], metavar="NAME=true|false",
                    help="dm_control render flag override, e.g. --flag shadow=false --flag reflection=false")
     s.add_argument("--workers", type=_count, default=2, help="render processes (default 2)")
@@ -354,14 +358,16 @@ def cmd_render(args) -> int:
         flags[name] = value.lower() == "true"
     camera = int(args.camera) if args.camera is not None and args.camera.isdigit() else args.camera
     settings = RenderSettings.make(args.domain, args.image_size, camera, flags)
-    dataset = args.dataset or default_dataset_dir(args.data_dir.resolve(), args.domain, args.explorer, args.collect_size)
+    dataset = args.dataset or default_dataset_dir(args.data_dir.resolve(), args.domain, args.explorer,
+                                                  args.collect_size)
     # every check before anything is written: the camera (no GL needed), the state dataset, frames rendered
     # from older state files, then the GL backend (one frame in a fresh process)
     probe(settings, stages=("camera",))
     if not Path(dataset).is_dir():
-        raise UserError(f"no state dataset at {dataset}: collect it with `b2fb collect --domain {args.domain} ...` "
-                        f"(or pass --dataset); pixels are rendered from its physics states")
-    check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files", {}))
+        raise UserError(f"no state dataset at {dataset}: collect it with `b2fb collect --domain "
+                        f"{args.domain} ...` (or pass --dataset); pixels are rendered from its physics")
+    check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files",
+                                                                                                   {}))
     probe(settings, stages=("render",))
     summary = render_dataset(dataset, settings, workers=args.workers, progress=not args.no_progress)
     rate = (f"{summary['rendered']} episodes rendered at {summary['frames_per_second']:,.0f} frames/s"
@@ -371,7 +377,8 @@ def cmd_render(args) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "collect": cmd_collect, "tables": cmd_tables, "render": cmd_render,
+COMMANDS = {"list": cmd_list, "run": cmd_run, "collect": cmd_collect, "tables": cmd_tables,
+            "render": cmd_render,
             "perf": cmd_perf}
 
 

@@ -87,7 +87,8 @@ class Experiment:
     max_concurrent: int | None
     data_root: Path | None = None
     task_configs: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)  # (name, task) -> Config
-    task_limits: list[tuple[list[int] | None, tuple[str, ...] | None]] = dataclasses.field(default_factory=list)
+    task_limits: list[tuple[list[int] | None, tuple[str,
+                                                    ...] | None]] = dataclasses.field(default_factory=list)
     """Per entry of `tasks`: its own seeds and its algorithms (None: the size's seeds, every algorithm)."""
 
     def trials(self) -> list[TrialSpec]:
@@ -215,7 +216,8 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
         for t in tasks:
             task_registry.get(t)  # unknown ids get "did you mean"
             if t not in known:
-                raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has {', '.join(sorted(known))}")
+                raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has "
+                                f"{', '.join(sorted(known))}")
         kept = [i for i, (t, _) in enumerate(resolved_tasks) if t in tasks]
         resolved_tasks, limits = [resolved_tasks[i] for i in kept], [limits[i] for i in kept]
     # `--set task.KEY=VALUE` on the tasks selected (all, or those of --tasks)
@@ -312,15 +314,18 @@ def _seed_list(seed_value: Any, where: str) -> list[int]:
     return seed_list
 
 
-def _task_limits(entry: Any, where: str, seeds_given: bool) -> tuple[list[int] | None, tuple[str, ...] | None]:
+def _task_limits(entry: Any, where: str, seeds_given: bool) -> tuple[list[int] | None, tuple[str,
+                                                                                             ...] | None]:
     """A task entry's own `seeds` (ignored when --seeds is given) and `algorithms`."""
     if not isinstance(entry, dict):
         return None, None
-    own = None if seeds_given or "seeds" not in entry else _seed_list(entry["seeds"], f"{where} ({entry.get('id')})")
+    own = None if seeds_given or "seeds" not in entry else _seed_list(entry["seeds"],
+                                                                      f"{where} ({entry.get('id')})")
     only = entry.get("algorithms")
-    if only is not None and (not isinstance(only, list) or not only or not all(isinstance(a, str) for a in only)):
-        raise UserError(f"{where}: the entry of task {entry.get('id')} has algorithms {only!r}; give a non-empty "
-                        f"list of algorithm names")
+    if only is not None and (not isinstance(only, list) or not only
+                             or not all(isinstance(a, str) for a in only)):
+        raise UserError(f"{where}: the entry of task {entry.get('id')} has algorithms {only!r}; give a "
+                        f"non-empty list of algorithm names")
     return own, None if only is None else tuple(only)
 
 

@@ -396,15 +396,18 @@ def dmc_task_kinds(task_ids: pd.Series) -> pd.DataFrame:
     from suites.dmc.domains import DOMAINS
 
     parts = task_ids.str.extract(DMC_TASK_ID)
-    unknown = task_ids[parts.domain.isna() | ~parts.domain.fillna("").str.replace("-", "_").isin(list(DOMAINS))]
+    unknown = task_ids[parts.domain.isna() | ~parts.domain.fillna("").str.replace("-",
+                                                                                  "_").isin(list(DOMAINS))]
     if len(unknown):
         raise UserError(
             f"the dmc table does not know task {unknown.iloc[0]!r} (it shows dmc/<domain>-zeroshot-v<N> and "
-            f"dmc/<domain>-zeroshot-pixels-v<N> of the domains {', '.join(DOMAINS)}): remove its runs from the "
+            f"dmc/<domain>-zeroshot-pixels-v<N> of the domains {', '.join(DOMAINS)}): remove its runs from "
+            f"the "
             f"grid, or teach benchmarks/tables.py its rows"
         )
     return pd.DataFrame(
-        {"domain": parts.domain.str.replace("-", "_"), "obs": np.where(parts.pixels.notna(), "pixels", "state")},
+        {"domain": parts.domain.str.replace("-", "_"), "obs": np.where(parts.pixels.notna(), "pixels",
+                                                                       "state")},
         index=task_ids.index,
     )
 

@@ -86,7 +86,8 @@ def test_tiny_pixel_runs_of_each_algorithm_go_through_the_orchestrator(tmp_path)
         manifest = json.loads((run / "manifest.json").read_text())
         assert manifest["status"] == "done"
         assert manifest["data_hashes"]["pixels:walker"] == meta["sha256"]
-        assert manifest["data_hashes"]["render:data"] == meta["gl_renderer"] == manifest["data_hashes"]["render:eval"]
+        hashes = manifest["data_hashes"]
+        assert hashes["render:data"] == meta["gl_renderer"] == hashes["render:eval"]
         assert manifest["task_kwargs"]["camera"] == 0 and manifest["task_kwargs"]["frame_stack"] == 2
         samples = pd.read_parquet(run / "samples.parquet")
         assert set(samples.task) == {"stand"} and samples["return"].between(0, 50).all()  # 50-step episodes

@@ -3,6 +3,7 @@ are the frames of those states, bit for bit; rendering resumes per episode file 
 files; frame stacks clamp at an episode's start; pixel environments keep the state dynamics; both encoder
 modes train and act.  Tests that render carry the `render` marker and skip, with one line, where no GL
 backend works."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -18,7 +19,7 @@ import torch
 
 from suites.errors import UserError
 
-# ---- GL: one probe per session --------------------------------------------------------------------------------
+# ---- GL: one probe per session -----------------------------------------------------------------------------
 
 
 @functools.lru_cache(maxsize=1)
@@ -50,7 +51,7 @@ def _tiny_dataset(tmp_path, domain: str, episodes: int = 2, length: int = 20):
     return out
 
 
-# ---- rendering ---------------------------------------------------------------------------------------------------
+# ---- rendering ---------------------------------------------------------------------------------------------
 @pytest.mark.render
 @pytest.mark.parametrize("domain", ["walker", "cheetah", "quadruped", "jaco"])
 def test_stored_frames_are_the_frames_of_their_physics_states_bit_for_bit(tmp_path, gl, domain):
@@ -110,7 +111,7 @@ def test_rendering_resumes_per_file_and_refuses_stale_and_stray_files(tmp_path, 
         render_dataset(state_dir, settings, workers=1, progress=False)
 
 
-# ---- no GL needed --------------------------------------------------------------------------------------------------
+# ---- no GL needed ------------------------------------------------------------------------------------------
 def test_frame_stacks_are_built_by_index_and_clamped_at_the_episode_start():
     from suites.dmc.pixels import FrameStacks, transition_rows
 
@@ -121,10 +122,22 @@ def test_frame_stacks_are_built_by_index_and_clamped_at_the_episode_start():
     stacks = FrameStacks(frames, row, start, stack=3)
     obs, nxt = stacks.obs(np.arange(6)), stacks.next_obs(np.arange(6))
     assert obs.shape == (6, 9, 2, 2)
-    assert [obs[i, ::3, 0, 0].tolist() for i in range(6)] == [[0, 0, 0], [0, 0, 1], [0, 1, 2],
-                                                              [4, 4, 4], [4, 4, 5], [4, 5, 6]]
-    assert [nxt[i, ::3, 0, 0].tolist() for i in range(6)] == [[0, 0, 1], [0, 1, 2], [1, 2, 3],
-                                                              [4, 4, 5], [4, 5, 6], [5, 6, 7]]
+    assert [obs[i, ::3, 0, 0].tolist() for i in range(6)] == [
+        [0, 0, 0],
+        [0, 0, 1],
+        [0, 1, 2],
+        [4, 4, 4],
+        [4, 4, 5],
+        [4, 5, 6],
+    ]
+    assert [nxt[i, ::3, 0, 0].tolist() for i in range(6)] == [
+        [0, 0, 1],
+        [0, 1, 2],
+        [1, 2, 3],
+        [4, 4, 5],
+        [4, 5, 6],
+        [5, 6, 7],
+    ]
 
 
 @pytest.mark.parametrize("domain", ["quadruped", "jaco"])
@@ -156,7 +169,9 @@ def test_random_shift_crops_each_row_and_keeps_zero_shift_exact():
     shifted = random_shift(x, torch.tensor([[0, 4], [3, 1]]), pad=2)
     # row 0 moved down 2 and left 2 (edge values repeat), row 1 up 1 and right 1
     assert torch.equal(shifted[0, :, 2:, :3], x[0, :, :3, 2:])
-    assert torch.equal(shifted[0, :, 0], shifted[0, :, 2]) and torch.equal(shifted[1, :, :4, 1:], x[1, :, 1:, :4])
+    assert torch.equal(shifted[0, :, 0], shifted[0, :, 2]) and torch.equal(
+        shifted[1, :, :4, 1:], x[1, :, 1:, :4]
+    )
 
 
 @pytest.mark.parametrize("algo", ["fb", "onestep_fb"])
@@ -166,9 +181,12 @@ def test_both_encoder_modes_train_infer_and_act_on_images(algo, mode, arch):
     from suites.zeroshot import TransitionBatch
 
     module = fb if algo == "fb" else onestep_fb
-    small = dict(latent_dim=8, batch_size=8, forward_hidden=(16, 16), backward_hidden=(16, 16), actor_hidden=(16, 16))
-    cfg = module.Config(**small, encoder=mode, encoder_arch=arch, encoder_features=12, encoder_channels=4,
-                        inference_chunk=5)
+    small = dict(
+        latent_dim=8, batch_size=8, forward_hidden=(16, 16), backward_hidden=(16, 16), actor_hidden=(16, 16)
+    )
+    cfg = module.Config(
+        **small, encoder=mode, encoder_arch=arch, encoder_features=12, encoder_channels=4, inference_chunk=5
+    )
     cls = fb.FB if algo == "fb" else onestep_fb.OneStepFB
     torch.manual_seed(0)
     agent = cls(cfg, (6, 32, 32), 3, 0, 0.9)
@@ -177,8 +195,9 @@ def test_both_encoder_modes_train_infer_and_act_on_images(algo, mode, arch):
     def images(n):
         return torch.randint(0, 256, (n, 6, 32, 32), dtype=torch.uint8, generator=g)
 
-    batch = TransitionBatch(images(8), torch.rand(8, 3, generator=g) * 2 - 1, images(8),
-                            torch.rand(8, 3, generator=g) * 2 - 1)
+    batch = TransitionBatch(
+        images(8), torch.rand(8, 3, generator=g) * 2 - 1, images(8), torch.rand(8, 3, generator=g) * 2 - 1
+    )
     encoder_params = [p for name, p in agent.named_parameters() if "encoder" in name and "target" not in name]
     assert encoder_params
     before = [p.detach().clone() for p in encoder_params]
@@ -191,8 +210,11 @@ def test_both_encoder_modes_train_infer_and_act_on_images(algo, mode, arch):
     assert z.shape == (8,) and torch.all(torch.isfinite(z))
     whole = cls(dataclasses.replace(cfg, inference_chunk=100), (6, 32, 32), 3, 0, 0.9)
     whole.load_state_dict(agent.state_dict())
-    assert torch.allclose(agent.infer_task_vector(inference, torch.ones(12)),
-                          whole.infer_task_vector(inference, torch.ones(12)), atol=1e-5)  # chunks = whole
+    assert torch.allclose(
+        agent.infer_task_vector(inference, torch.ones(12)),
+        whole.infer_task_vector(inference, torch.ones(12)),
+        atol=1e-5,
+    )  # chunks = whole
     action = agent.act(images(4), z)
     assert action.shape == (4, 3) and torch.all(action.abs() <= 1)
 
@@ -220,8 +242,29 @@ def test_dmc_table_refuses_an_unknown_task_id():
 @pytest.mark.render
 def test_render_workers_import_no_torch(tmp_path, gl):
     """The render workers must not load torch (its triton LLVM clashes with Mesa's): a worker's modules."""
-    code = ("import sys; from suites.dmc import pixels; env = pixels._render_env('walker'); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys; from suites.dmc import pixels; env = pixels._render_env('walker'); "
+        "print('torch' in sys.modules)"
+    )
     env = {**os.environ, "LP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+
+
+def test_the_cpu_grid_runs_pixels_for_three_seeds_of_the_learned_methods_and_keeps_state_run_ids():
+    from pathlib import Path
+
+    from benchmarks.config import load_experiment
+
+    trials = load_experiment("dmc", "cpu").trials()
+    pixels = [t for t in trials if "-pixels-" in t.task_id]
+    assert sorted({(t.algorithm, t.task_id) for t in pixels}) == [
+        (a, f"dmc/{d}-zeroshot-pixels-v0") for a in ("fb", "onestep_fb") for d in ("cheetah", "walker")]
+    assert sorted({t.seed for t in pixels}) == [0, 1, 2] and len(pixels) == 12
+    assert {t.seed for t in trials if "-pixels-" not in t.task_id} == {0, 1, 2, 3, 4}
+    assert all(t.algo_config["encoder"] == "shared" and t.algo_config["batch_size"] == 64 for t in pixels)
+    committed = {p.name for p in (Path(__file__).parents[1] / "results" / "dmc" / "runs").iterdir()}
+    assert committed and committed <= {t.run_id for t in trials}  # the state runs keep their ids
+    # --seeds overrides every task's own seeds
+    reseeded = load_experiment("dmc", "cpu", seeds=2).trials()
+    assert {t.seed for t in reseeded if "-pixels-" in t.task_id} == {0, 1}

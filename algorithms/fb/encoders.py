@@ -25,6 +25,7 @@ Encoder architectures (`encoder_arch`):
                   (32 channels each; 64 px -> 31 -> 15 -> 7 with three), flatten, then DrQ-v2's trunk
                   Dense(`encoder_features`) + LayerNorm + tanh; inputs / 255 - 0.5 (DrQ).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,8 +74,10 @@ def check_encoder_config(cfg: Any) -> None:
     check_choices(cfg, encoder=ENCODERS, encoder_arch=ENCODER_ARCHS)
     check_positive(cfg, "encoder_features", "encoder_layers", "encoder_channels", "inference_chunk")
     if not 0.0 <= cfg.augment_prob <= 1.0 or cfg.augment_pad < 0:
-        raise UserError(f"{type(cfg).__module__}.Config: augment_prob must be in [0, 1] and augment_pad >= 0, got "
-                        f"{cfg.augment_prob!r} and {cfg.augment_pad!r}")
+        raise UserError(
+            f"{type(cfg).__module__}.Config: augment_prob must be in [0, 1] and augment_pad >= 0, got "
+            f"{cfg.augment_prob!r} and {cfg.augment_pad!r}"
+        )
 
 
 # ---- architectures --------------------------------------------------------------------------------------
@@ -82,7 +85,9 @@ def _max_pool_same(x: torch.Tensor) -> torch.Tensor:
     """flax `max_pool(window 3, stride 2, padding='SAME')`: output ceil(n / 2), padding at the end first."""
     h, w = x.shape[-2:]
     pad_h, pad_w = max((math.ceil(h / 2) - 1) * 2 + 3 - h, 0), max((math.ceil(w / 2) - 1) * 2 + 3 - w, 0)
-    x = nn.functional.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-math.inf)
+    x = nn.functional.pad(
+        x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2), value=-math.inf
+    )
     return nn.functional.max_pool2d(x, 3, 2)
 
 
@@ -93,14 +98,20 @@ def _xavier(layer: nn.Module) -> nn.Module:
 
 
 class ResnetStack(nn.Module):
-    """OGBench's ResnetStack: conv 3x3 -> max-pool 3x3/2 (SAME) -> `blocks` x [relu, conv, relu, conv] + skip."""
+    """OGBench's ResnetStack: conv 3x3, max-pool 3x3/2 (SAME), `blocks` x [relu, conv, relu, conv] + skip."""
 
     def __init__(self, in_channels: int, channels: int, blocks: int):
         super().__init__()
         self.conv = _xavier(nn.Conv2d(in_channels, channels, 3, padding=1))
-        self.blocks = nn.ModuleList(nn.ModuleList([_xavier(nn.Conv2d(channels, channels, 3, padding=1)),
-                                                   _xavier(nn.Conv2d(channels, channels, 3, padding=1))])
-                                    for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            nn.ModuleList(
+                [
+                    _xavier(nn.Conv2d(channels, channels, 3, padding=1)),
+                    _xavier(nn.Conv2d(channels, channels, 3, padding=1)),
+                ]
+            )
+            for _ in range(blocks)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = _max_pool_same(self.conv(x))
@@ -112,7 +123,9 @@ class ResnetStack(nn.Module):
 class ImpalaSmall(nn.Module):
     """OGBench's `impala_small` (ImpalaEncoder with num_blocks=1), see the module docstring."""
 
-    def __init__(self, shape: tuple[int, int, int], stacks: tuple[int, ...] = (16, 32, 32), features: int = 512):
+    def __init__(
+        self, shape: tuple[int, int, int], stacks: tuple[int, ...] = (16, 32, 32), features: int = 512
+    ):
         super().__init__()
         channels = (shape[0], *stacks)
         self.stacks = nn.Sequential(*(ResnetStack(a, b, 1) for a, b in zip(channels[:-1], channels[1:])))
@@ -190,8 +203,8 @@ def random_shift(x: torch.Tensor, offsets: torch.Tensor, pad: int) -> torch.Tens
     """Each row of x [N, C, H, W] padded by `pad` (edge values) and cropped at offsets [N, 2] (dy, dx)."""
     n, _, h, w = x.shape
     padded = nn.functional.pad(x, (pad, pad, pad, pad), mode="replicate")
-    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device))[:, None, :, None]   # [N, 1, H, 1]
-    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device))[:, None, None, :]   # [N, 1, 1, W]
+    rows = (offsets[:, 0:1] + torch.arange(h, device=x.device))[:, None, :, None]  # [N, 1, H, 1]
+    cols = (offsets[:, 1:2] + torch.arange(w, device=x.device))[:, None, None, :]  # [N, 1, 1, W]
     batch = torch.arange(n, device=x.device)[:, None, None, None]
     channels = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     return padded[batch, channels, rows, cols]
@@ -206,11 +219,15 @@ class Observations(nn.Module):
         self.mode, self.cfg = cfg.encoder, cfg
         images = isinstance(obs_dim, (tuple, list))
         if images and self.mode == "none":
-            raise UserError(f"{type(cfg).__module__}.Config: the task gives image observations {tuple(obs_dim)}; "
-                            f"set encoder to 'shared' or 'per_network'")
+            raise UserError(
+                f"{type(cfg).__module__}.Config: the task gives image observations {tuple(obs_dim)}; "
+                f"set encoder to 'shared' or 'per_network'"
+            )
         if not images and self.mode != "none":
-            raise UserError(f"{type(cfg).__module__}.Config: encoder={self.mode!r} needs image observations, but the "
-                            f"task gives {obs_dim}-d vectors; set encoder: none (or use a -pixels task)")
+            raise UserError(
+                f"{type(cfg).__module__}.Config: encoder={self.mode!r} needs image observations, but the "
+                f"task gives {obs_dim}-d vectors; set encoder: none (or use a -pixels task)"
+            )
         self.shape = tuple(obs_dim) if images else None
         self.encoder = build_encoder(cfg, self.shape) if self.mode == "shared" else None
         self.feature_dim = obs_dim if self.mode == "none" else cfg.encoder_features
@@ -241,11 +258,16 @@ class Observations(nn.Module):
             obs, next_obs = random_shift(obs, offsets, pad), random_shift(next_obs, offsets, pad)
         return TransitionBatch(self(obs), b.action, self(next_obs), b.next_action, b.weight)
 
-    def in_chunks(self, fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, dtype: torch.dtype,
-                  device: torch.device) -> torch.Tensor:
+    def in_chunks(
+        self,
+        fn: Callable[..., torch.Tensor],
+        *tensors: torch.Tensor,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> torch.Tensor:
         """fn over the rows of `tensors` (cast to dtype, moved to device): images in chunks of
         `inference_chunk` rows (10k stacked frames would not fit at once), state vectors in one call."""
         n = tensors[0].shape[0]
         step = self.chunk or n
-        parts = [fn(*(t[i:i + step].to(device, dtype) for t in tensors)) for i in range(0, n, step)]
+        parts = [fn(*(t[i : i + step].to(device, dtype) for t in tensors)) for i in range(0, n, step)]
         return parts[0] if len(parts) == 1 else torch.cat(parts)

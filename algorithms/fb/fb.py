@@ -115,7 +115,8 @@ class FB(CheckpointedAgent):
                                            hidden=cfg.backward_hidden))                        # B(s')
         # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
         self.actor = self.observations.wrap_actor(
-            None if n_actions else TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
+            None if n_actions else
+            TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
         self.optimizer = adam([*self.forward_net.parameters(), *self.backward_net.parameters(),
@@ -154,7 +155,8 @@ class FB(CheckpointedAgent):
 
     # ---- one gradient step: the FB loss --------------------------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device), generator)  # pixels: shift, encode
+        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device),
+                                          generator)  # pixels: shift, encode
         cfg, n, d = self.cfg, len(b), self.cfg.latent_dim
         B = self.B(b.next_obs)          # goals: the rows' next states; detached, it also seeds the latents
         goal_B = B.detach()

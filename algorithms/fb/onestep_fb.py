@@ -116,19 +116,21 @@ class OneStepFB(CheckpointedAgent):
         # Pixels (encoders.py): images [C, H, W] become features; the maps below are built on features.
         self.observations = Observations(cfg, obs_dim)
         obs_dim, wrap = self.observations.feature_dim, self.observations.wrap_map
-        self.forward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, heads=cfg.forward_heads,
-                                          hidden=cfg.forward_hidden, layer_norm=cfg.forward_layer_norm,
-                                          **mlp))                                                       # F_e(s, a)
+        self.forward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
+                                          heads=cfg.forward_heads, hidden=cfg.forward_hidden,
+                                          layer_norm=cfg.forward_layer_norm, **mlp))            # F_e(s, a)
         self.backward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
                                            hidden=cfg.backward_hidden, layer_norm=cfg.backward_layer_norm,
-                                           **mlp))                                                      # B(s, a)
+                                           **mlp))                                                  # B(s, a)
         # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
         self.actor = self.observations.wrap_actor(
-            None if n_actions else GaussianActor(obs_dim, d, action_dim, cfg.actor_hidden, cfg.actor_layer_norm,
-                                                 cfg.activation, cfg.tanh_squash, cfg.actor_mean_init_scale))
+            None if n_actions else
+            GaussianActor(obs_dim, d, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, cfg.activation,
+                          cfg.tanh_squash, cfg.actor_mean_init_scale))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
-        params = [*self.forward_net.parameters(), *self.backward_net.parameters(), *self.observations.parameters()]
+        params = [*self.forward_net.parameters(), *self.backward_net.parameters(),
+                  *self.observations.parameters()]
         self.optimizer = adam(params + ([] if self.actor is None else [*self.actor.parameters()]), lr=cfg.lr)
 
     # ---- maps ---------------------------------------------------------------------------------
@@ -140,7 +142,8 @@ class OneStepFB(CheckpointedAgent):
 
     # ---- one gradient step: the representation loss, Eq. 12 ------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device), generator)  # pixels: shift, encode
+        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device),
+                                          generator)  # pixels: shift, encode
         cfg = self.cfg
         with torch.no_grad():  # SARSA target with the DATA's next action: mean_e F_bar_e(s', a') B_bar(g)^T
             target_F = self.F(b.next_obs, b.next_action, self.target_forward)
@@ -199,10 +202,12 @@ class OneStepFB(CheckpointedAgent):
     @torch.no_grad()
     def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
         """z_r = E[softmax(T r) r B(s, a)] (not projected; the policy is invariant to its norm)."""
-        goals = self.observations.in_chunks(lambda obs, action: self.B(self.observations(obs), action), batch.obs,
+        goals = self.observations.in_chunks(lambda obs, action: self.B(self.observations(obs), action),
+                                            batch.obs,
                                             batch.action, dtype=self.dtype, device=self.device)
         weight = None if batch.weight is None else batch.weight.to(self.device, torch.float64)
-        return losses.infer_task_vector(goals, *self.inputs(reward), weight, self.cfg.reward_temperature).cpu()
+        return losses.infer_task_vector(goals, *self.inputs(reward), weight,
+                                        self.cfg.reward_temperature).cpu()
 
     @torch.no_grad()
     def predict_q(self, obs, action, z) -> torch.Tensor:

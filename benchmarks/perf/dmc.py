@@ -145,7 +145,7 @@ def measure(seconds: float) -> dict:
     return out
 
 
-# ---- pixels (issue 18) ---------------------------------------------------------------------------------------
+# ---- pixels (issue 18) ------------------------------------------------------------------------------------
 PIXEL_SETTINGS = {"image_size": 64, "frame_stack": 3, "render_flags": {"shadow": False, "reflection": False}}
 # The cpu grid's pixel networks (benchmarks/configs/dmc.yaml, size cpu): state widths, one shared stride-2
 # encoder, batch 128.

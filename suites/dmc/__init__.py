@@ -63,5 +63,6 @@ for _domain in DOMAINS.values():
                           {"domain": _domain.name, **ZEROSHOT_DEFAULTS, **PIXEL_DEFAULTS,
                            "camera": PIXEL_CAMERAS[_domain.name]},
                           frozenset({"zeroshot", "pixels", _domain.name}),
-                          f"{_domain.name} from pixels (64x64, 3 frames, camera {PIXEL_CAMERAS[_domain.name]}): "
+                          f"{_domain.name} from pixels (64x64, 3 frames, camera "
+                          f"{PIXEL_CAMERAS[_domain.name]}): "
                           f"zero-shot, evaluated on {', '.join(_domain.tasks)}"))

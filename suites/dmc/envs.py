@@ -85,7 +85,8 @@ QUADRUPED_PIXEL_FLOOR_SIZE = QUADRUPED_FLOOR_SIZE["walk"]
 
 
 def _quadruped(task: str, random: np.random.RandomState, pixels: bool = False) -> control.Environment:
-    xml = quadruped.make_model(floor_size=QUADRUPED_PIXEL_FLOOR_SIZE if pixels else QUADRUPED_FLOOR_SIZE[task])
+    floor = QUADRUPED_PIXEL_FLOOR_SIZE if pixels else QUADRUPED_FLOOR_SIZE[task]
+    xml = quadruped.make_model(floor_size=floor)
     physics = quadruped.Physics.from_xml_string(xml, common.ASSETS)
     suite_task = QuadrupedTask(reward=rewards.REWARDS["quadruped"][task], desired_speed=0, random=random)
     return control.Environment(physics, suite_task, time_limit=20, control_timestep=0.02,
@@ -101,7 +102,8 @@ BUILDERS: dict[str, Callable[..., object]] = {
 }
 
 
-def make_dm_env(domain: str, task: str, random: np.random.RandomState | int | None = None, pixels: bool = False):
+def make_dm_env(domain: str, task: str, random: np.random.RandomState | int | None = None,
+                pixels: bool = False):
     """The dm_control environment (dm_env interface, native action units) of one task; `pixels`: the model
     that pixel observations are rendered from (see the module docstring)."""
     check_task(domain, task)

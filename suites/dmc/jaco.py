@@ -65,7 +65,8 @@ class JacoReach(composer.Task):
         # pixel dataset; as the target is not observed in the state version either, the task stays a
         # zero-shot one (the reward alone names the target).
         workspaces.add_target_site(body=self._arena.mjcf_model.worldbody, radius=rewards.JACO_TARGET_RADIUS,
-                                   visible=not pixels, rgba=constants.RED, name="target_site", pos=self._target)
+                                   visible=not pixels, rgba=constants.RED, name="target_site",
+                                   pos=self._target)
         if self._hand.tool_center_point.full_identifier != rewards.JACO_TCP_SITE:
             raise RuntimeError(f"the Jaco tool centre point is {self._hand.tool_center_point.full_identifier!r}, "
                                f"not {rewards.JACO_TCP_SITE!r}: dm_control changed its model")

@@ -30,6 +30,7 @@ the pixel versions of suites/dmc/envs.py (quadruped: one floor size; jaco: camer
 
 This module imports no torch.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,8 +47,17 @@ from suites.dmc import dataset as ds
 from suites.dmc.domains import DOMAINS, get_domain
 from suites.errors import UserError
 
-__all__ = ["CAMERAS", "RenderSettings", "render_dataset", "load_frames", "FrameStacks", "gl_renderer",
-           "probe", "pixel_dir", "FORMAT_VERSION"]
+__all__ = [
+    "CAMERAS",
+    "RenderSettings",
+    "render_dataset",
+    "load_frames",
+    "FrameStacks",
+    "gl_renderer",
+    "probe",
+    "pixel_dir",
+    "FORMAT_VERSION",
+]
 
 FORMAT_VERSION = 1
 CAMERAS: dict[str, int | str] = {"walker": 0, "cheetah": 0, "quadruped": 2, "jaco": "front_close"}
@@ -65,22 +75,34 @@ class RenderSettings:
     flags: tuple[tuple[str, bool], ...] = ()
 
     @classmethod
-    def make(cls, domain: str, size: int, camera: int | str | None, flags: dict[str, bool] | None) -> "RenderSettings":
+    def make(
+        cls, domain: str, size: int, camera: int | str | None, flags: dict[str, bool] | None
+    ) -> "RenderSettings":
         """Checked settings; a bad one is a UserError (an unknown camera is found by `probe`)."""
         get_domain(domain)
         if domain not in CAMERAS:
             raise UserError(f"dmc/{domain} has no pixel version (domains with one: {', '.join(CAMERAS)})")
         if isinstance(size, bool) or not isinstance(size, int) or not 16 <= size <= 512:
-            raise UserError(f"dmc/{domain}: task kwarg image_size must be an integer in [16, 512], got {size!r}")
+            raise UserError(
+                f"dmc/{domain}: task kwarg image_size must be an integer in [16, 512], got {size!r}"
+            )
         camera = CAMERAS[domain] if camera is None else camera
-        if isinstance(camera, bool) or not isinstance(camera, (int, str)) or (isinstance(camera, int) and camera < 0):
-            raise UserError(f"dmc/{domain}: task kwarg camera must be a camera index >= 0 or a camera name, "
-                            f"got {camera!r}")
+        if (
+            isinstance(camera, bool)
+            or not isinstance(camera, (int, str))
+            or (isinstance(camera, int) and camera < 0)
+        ):
+            raise UserError(
+                f"dmc/{domain}: task kwarg camera must be a camera index >= 0 or a camera name, "
+                f"got {camera!r}"
+            )
         flags = dict(flags or {})
         for key, value in flags.items():
             if not isinstance(key, str) or not isinstance(value, bool):
-                raise UserError(f"dmc/{domain}: task kwarg render_flags maps flag names (e.g. shadow, reflection, "
-                                f"skybox) to true/false, got {key!r}: {value!r}")
+                raise UserError(
+                    f"dmc/{domain}: task kwarg render_flags maps flag names (e.g. shadow, reflection, "
+                    f"skybox) to true/false, got {key!r}: {value!r}"
+                )
         return cls(domain, size, camera, tuple(sorted(flags.items())))
 
     @property
@@ -93,7 +115,9 @@ class RenderSettings:
 
     def render(self, physics) -> np.ndarray:
         """[size, size, 3] uint8 of the physics' current state."""
-        return physics.render(self.size, self.size, camera_id=self.camera, render_flag_overrides=dict(self.flags))
+        return physics.render(
+            self.size, self.size, camera_id=self.camera, render_flag_overrides=dict(self.flags)
+        )
 
 
 def pixel_dir(state_dir: Path | str, settings: RenderSettings) -> Path:
@@ -128,7 +152,9 @@ def _probe_main(domain: str, size: int, camera: str, flags: str, stage: str) -> 
     is one line on stderr, exit code 3."""
     import sys
 
-    settings = RenderSettings.make(domain, size, int(camera) if camera.isdigit() else camera, json.loads(flags))
+    settings = RenderSettings.make(
+        domain, size, int(camera) if camera.isdigit() else camera, json.loads(flags)
+    )
     try:
         env = _render_env(domain)
         env.reset(seed=0)
@@ -139,9 +165,13 @@ def _probe_main(domain: str, size: int, camera: str, flags: str, stage: str) -> 
         model = env.physics.model
         names = [model.id2name(i, "camera") for i in range(model.ncam)]
         if (isinstance(settings.camera, int) and settings.camera >= model.ncam) or (
-                isinstance(settings.camera, str) and settings.camera not in names):
-            print(f"camera: the model has {model.ncam} cameras: "
-                  f"{', '.join(f'{i} ({n})' if n else str(i) for i, n in enumerate(names))}", file=sys.stderr)
+            isinstance(settings.camera, str) and settings.camera not in names
+        ):
+            print(
+                f"camera: the model has {model.ncam} cameras: "
+                f"{', '.join(f'{i} ({n})' if n else str(i) for i, n in enumerate(names))}",
+                file=sys.stderr,
+            )
             sys.exit(3)
         return
     try:
@@ -158,7 +188,9 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
 
 
-def probe(settings: RenderSettings, timeout: float = 120.0, stages: tuple[str, ...] = ("camera", "render")) -> str:
+def probe(
+    settings: RenderSettings, timeout: float = 120.0, stages: tuple[str, ...] = ("camera", "render")
+) -> str:
     """Check the camera, then render one frame, each in a fresh process (no torch, like the render workers);
     return the GL renderer.  One line (UserError) when the camera does not exist in the domain's model
     (checked without GL), or when no GL backend works here (`MUJOCO_GL` names one that cannot start).
@@ -171,25 +203,36 @@ def probe(settings: RenderSettings, timeout: float = 120.0, stages: tuple[str, .
     backend = env["MUJOCO_GL"]
     proc = None
     for stage in stages:
-        code = (f"from suites.dmc.pixels import _probe_main; _probe_main({settings.domain!r}, {settings.size}, "
-                f"{str(settings.camera)!r}, {json.dumps(json.dumps(dict(settings.flags)))}, {stage!r})")
+        code = (
+            f"from suites.dmc.pixels import _probe_main; _probe_main({settings.domain!r}, {settings.size}, "
+            f"{str(settings.camera)!r}, {json.dumps(json.dumps(dict(settings.flags)))}, {stage!r})"
+        )
         stage_env = {**env, "MUJOCO_GL": "disabled"} if stage == "camera" else env
         try:
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
-                                  env=stage_env)
+            proc = subprocess.run(
+                [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=stage_env
+            )
         except subprocess.TimeoutExpired:
-            raise UserError(f"rendering one {settings.domain} frame took over {timeout:.0f} s (MUJOCO_GL={backend}): "
-                            f"check the GL backend (see the README, 'DMC from pixels')") from None
+            raise UserError(
+                f"rendering one {settings.domain} frame took over {timeout:.0f} s (MUJOCO_GL={backend}): "
+                f"check the GL backend (see the README, 'DMC from pixels')"
+            ) from None
         if proc.returncode == 0:
             continue
         lines = [line for line in proc.stderr.splitlines() if line.startswith(("gl: ", "camera: "))]
-        last = lines[-1] if lines else (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        last = (
+            lines[-1] if lines else (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        )
         if last.startswith("camera: "):
-            raise UserError(f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): choose one of "
-                            f"them (task kwarg camera, or --camera; default {CAMERAS[settings.domain]!r})")
-        raise UserError(f"no working GL backend for pixel rendering (MUJOCO_GL={backend}: "
-                        f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
-                        f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)")
+            raise UserError(
+                f"dmc/{settings.domain} has no camera {settings.camera!r} ({last[8:]}): choose one of "
+                f"them (task kwarg camera, or --camera; default {CAMERAS[settings.domain]!r})"
+            )
+        raise UserError(
+            f"no working GL backend for pixel rendering (MUJOCO_GL={backend}: "
+            f"{last.removeprefix('gl: ')[:200]}): set MUJOCO_GL=egl (needs libEGL, e.g. Debian's libegl1 "
+            f"and libgl1-mesa-dri) or MUJOCO_GL=osmesa (libosmesa6)"
+        )
     return proc.stdout.strip().splitlines()[-1] if proc is not None and proc.stdout.strip() else ""
 
 
@@ -201,15 +244,21 @@ def _state_meta(state_dir: Path, domain: str) -> dict[str, Any]:
     if meta is None:
         files, _ = ds.list_episode_files(state_dir)
         if not files:
-            raise UserError(f"{state_dir} holds no episode files (*.npz): collect the state dataset first "
-                            f"(`b2fb collect --domain {domain} ...`); pixels are rendered from its physics")
+            raise UserError(
+                f"{state_dir} holds no episode files (*.npz): collect the state dataset first "
+                f"(`b2fb collect --domain {domain} ...`); pixels are rendered from its physics"
+            )
         return {"domain": domain, "status": "complete", "files": {p.name: ds.file_sha256(p) for p in files}}
     if meta.get("status") != "complete":
-        raise UserError(f"dataset {state_dir} is incomplete (collection was interrupted): finish it with the same "
-                        f"collect command before rendering its pixels")
+        raise UserError(
+            f"dataset {state_dir} is incomplete (collection was interrupted): finish it with the same "
+            f"collect command before rendering its pixels"
+        )
     if meta.get("domain") != domain:
-        raise UserError(f"{state_dir} holds a {meta.get('domain')} dataset, not {domain}: pass --domain "
-                        f"{meta.get('domain')} or the {domain} dataset's path")
+        raise UserError(
+            f"{state_dir} holds a {meta.get('domain')} dataset, not {domain}: pass --domain "
+            f"{meta.get('domain')} or the {domain} dataset's path"
+        )
     return meta
 
 
@@ -221,10 +270,12 @@ def check_not_stale(state_dir: Path | str, settings: RenderSettings, state_hashe
     rendered_from = (meta or {}).get("state_files") or {}
     for name, digest in sorted(rendered_from.items()):
         if name in state_hashes and digest != state_hashes[name]:
-            raise UserError(f"pixel dataset {out_dir} was rendered from another state dataset: the state sha256 of "
-                            f"{name} is now {state_hashes[name][:12]}..., its frames were rendered from "
-                            f"{digest[:12]}...; delete {out_dir} and render again with "
-                            f"{_render_command(settings, Path(state_dir))}")
+            raise UserError(
+                f"pixel dataset {out_dir} was rendered from another state dataset: the state sha256 of "
+                f"{name} is now {state_hashes[name][:12]}..., its frames were rendered from "
+                f"{digest[:12]}...; delete {out_dir} and render again with "
+                f"{_render_command(settings, Path(state_dir))}"
+            )
 
 
 def _render_episode(state_path: Path, settings: RenderSettings, env) -> np.ndarray:
@@ -250,8 +301,16 @@ def _render_worker(state_dir: str, out_dir: str, settings: RenderSettings, names
             frames = _render_episode(Path(state_dir) / name, settings, env)
             data = ds.encode_episode({FRAMES_KEY: frames})
             atomic_write_bytes(Path(out_dir) / name, data)
-            queue.put(("episode", name, hashlib.sha256(data).hexdigest(), len(frames),
-                       time.perf_counter() - start, time.process_time()))
+            queue.put(
+                (
+                    "episode",
+                    name,
+                    hashlib.sha256(data).hexdigest(),
+                    len(frames),
+                    time.perf_counter() - start,
+                    time.process_time(),
+                )
+            )
         queue.put(("done", None))
     except UserError as err:
         queue.put(("user_error", str(err)))
@@ -261,16 +320,23 @@ def _render_worker(state_dir: str, out_dir: str, settings: RenderSettings, names
         queue.put(("error", traceback.format_exc()))
 
 
-def render_dataset(state_dir: Path | str, settings: RenderSettings, workers: int = 2, progress: bool = True,
-                   names: list[str] | None = None) -> dict[str, Any]:
+def render_dataset(
+    state_dir: Path | str,
+    settings: RenderSettings,
+    workers: int = 2,
+    progress: bool = True,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
     """Render the pixel dataset of a complete state dataset (or of its episode files `names`) into
     `<state_dir>/<settings.dirname>/`.  Resumable: frame files already rendered from the current state files
     are kept.  Returns {out_dir, episodes, rendered, frames, seconds, frames_per_second, sha256, renderer,
     cpu_seconds_per_frame}."""
     state_dir = Path(state_dir).expanduser().resolve()
     if not state_dir.is_dir():
-        raise UserError(f"no state dataset at {state_dir}: collect it with `b2fb collect --domain "
-                        f"{settings.domain} ...` or run the grid (`b2fb run`), which collects and renders what it needs")
+        raise UserError(
+            f"no state dataset at {state_dir}: collect it with `b2fb collect --domain "
+            f"{settings.domain} ...` or run the grid (`b2fb run`), which collects and renders what it needs"
+        )
     state_meta = _state_meta(state_dir, settings.domain)
     state_hashes = state_meta.get("files") or {}
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
@@ -286,26 +352,46 @@ def render_dataset(state_dir: Path | str, settings: RenderSettings, workers: int
         stale.unlink(missing_ok=True)
     meta = ds.read_meta(out_dir) or {}
     if meta and meta.get("settings") != settings.to_dict():
-        raise UserError(f"{out_dir} holds frames rendered with other settings ({meta.get('settings')}): delete it "
-                        f"and render again")
+        raise UserError(
+            f"{out_dir} holds frames rendered with other settings ({meta.get('settings')}): delete it "
+            f"and render again"
+        )
     check_not_stale(state_dir, settings, state_hashes)
     frame_hashes = dict(meta.get("files") or {})
     rendered_from = dict(meta.get("state_files") or {})
-    todo = [n for n in names if not ((out_dir / n).is_file() and rendered_from.get(n) == state_hashes.get(n)
-                                     and frame_hashes.get(n))]
+    todo = [
+        n
+        for n in names
+        if not (
+            (out_dir / n).is_file() and rendered_from.get(n) == state_hashes.get(n) and frame_hashes.get(n)
+        )
+    ]
     renderer = meta.get("gl_renderer")
     started, cpu = time.perf_counter(), 0.0
     frames_done = 0
     if todo:
         renderer = probe(settings)
-        base = {"format_version": FORMAT_VERSION, "domain": settings.domain, "settings": settings.to_dict(),
-                "dmc_version": state_meta.get("dmc_version", 0), "gl_renderer": renderer,
-                "status": "rendering", "files": frame_hashes, "state_files": rendered_from}
+        base = {
+            "format_version": FORMAT_VERSION,
+            "domain": settings.domain,
+            "settings": settings.to_dict(),
+            "dmc_version": state_meta.get("dmc_version", 0),
+            "gl_renderer": renderer,
+            "status": "rendering",
+            "files": frame_hashes,
+            "state_files": rendered_from,
+        }
         _write_meta(out_dir, base)
         from tqdm import tqdm
 
-        bar = tqdm(total=len(names), initial=len(names) - len(todo), unit="episode", dynamic_ncols=True,
-                   desc=f"render {settings.domain} {settings.dirname}", disable=not progress)
+        bar = tqdm(
+            total=len(names),
+            initial=len(names) - len(todo),
+            unit="episode",
+            dynamic_ncols=True,
+            desc=f"render {settings.domain} {settings.dirname}",
+            disable=not progress,
+        )
         written: dict[str, tuple[str, float]] = {}
 
         def on_message(message: tuple) -> None:
@@ -328,17 +414,31 @@ def render_dataset(state_dir: Path | str, settings: RenderSettings, workers: int
             _write_meta(out_dir, {**base, "files": frame_hashes, "state_files": rendered_from})
     seconds = time.perf_counter() - started
     listed = {n: frame_hashes[n] for n in names}
-    meta = {"format_version": FORMAT_VERSION, "domain": settings.domain, "settings": settings.to_dict(),
-            "dmc_version": state_meta.get("dmc_version", 0), "gl_renderer": renderer, "status": "complete",
-            "files": {**frame_hashes, **listed}, "state_files": rendered_from,
-            "state_sha256": ds.dataset_sha256({n: state_hashes[n] for n in names}),
-            "sha256": ds.dataset_sha256(listed)}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "domain": settings.domain,
+        "settings": settings.to_dict(),
+        "dmc_version": state_meta.get("dmc_version", 0),
+        "gl_renderer": renderer,
+        "status": "complete",
+        "files": {**frame_hashes, **listed},
+        "state_files": rendered_from,
+        "state_sha256": ds.dataset_sha256({n: state_hashes[n] for n in names}),
+        "sha256": ds.dataset_sha256(listed),
+    }
     if todo or ds.read_meta(out_dir) != meta:
         _write_meta(out_dir, meta)
-    return {"out_dir": str(out_dir), "episodes": len(names), "rendered": len(todo), "frames": frames_done,
-            "seconds": seconds, "frames_per_second": frames_done / seconds if todo and seconds > 0 else None,
-            "cpu_seconds_per_frame": cpu / frames_done if frames_done else None,
-            "sha256": meta["sha256"], "renderer": renderer}
+    return {
+        "out_dir": str(out_dir),
+        "episodes": len(names),
+        "rendered": len(todo),
+        "frames": frames_done,
+        "seconds": seconds,
+        "frames_per_second": frames_done / seconds if todo and seconds > 0 else None,
+        "cpu_seconds_per_frame": cpu / frames_done if frames_done else None,
+        "sha256": meta["sha256"],
+        "renderer": renderer,
+    }
 
 
 def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
@@ -347,8 +447,14 @@ def _write_meta(out_dir: Path, meta: dict[str, Any]) -> None:
     atomic_write_json(out_dir / ds.META, meta)
 
 
-def _run_render_workers(state_dir: Path, out_dir: Path, settings: RenderSettings, names: list[str], workers: int,
-                        on_message: Callable[[tuple], None]) -> float:
+def _run_render_workers(
+    state_dir: Path,
+    out_dir: Path,
+    settings: RenderSettings,
+    names: list[str],
+    workers: int,
+    on_message: Callable[[tuple], None],
+) -> float:
     """Spawn `workers` processes (no torch is imported in them) over interleaved shares of `names`; returns
     the CPU seconds the workers spent."""
     import multiprocessing as mp
@@ -357,8 +463,15 @@ def _run_render_workers(state_dir: Path, out_dir: Path, settings: RenderSettings
     ctx = mp.get_context("spawn")
     messages = ctx.Queue()
     shares = [names[w::workers] for w in range(workers) if names[w::workers]]
-    procs = [ctx.Process(target=_render_worker, args=(str(state_dir), str(out_dir), settings, share, messages),
-                         daemon=True, name=f"b2fb-render-{w}") for w, share in enumerate(shares)]
+    procs = [
+        ctx.Process(
+            target=_render_worker,
+            args=(str(state_dir), str(out_dir), settings, share, messages),
+            daemon=True,
+            name=f"b2fb-render-{w}",
+        )
+        for w, share in enumerate(shares)
+    ]
     saved = os.environ.get("LP_NUM_THREADS")
     os.environ["LP_NUM_THREADS"] = "1"  # the spawned interpreters read it before Mesa starts
     try:
@@ -377,8 +490,9 @@ def _run_render_workers(state_dir: Path, out_dir: Path, settings: RenderSettings
             except queue_module.Empty:
                 dead = [p for p in procs if not p.is_alive() and p.exitcode not in (0, None)]
                 if dead:
-                    raise RuntimeError(f"render worker {dead[0].name} died (exit code {dead[0].exitcode}); re-run "
-                                       f"to resume")
+                    raise RuntimeError(
+                        f"render worker {dead[0].name} died (exit code {dead[0].exitcode}); re-run to resume"
+                    )
                 continue
             kind = message[0]
             if kind == "episode":
@@ -410,8 +524,10 @@ def _worker_cpu(cpu_at: dict[str, float], shares: list[list[str]]) -> float:
 # ---- loading -----------------------------------------------------------------------------------------------
 def _render_command(settings: RenderSettings, state_dir: Path) -> str:
     flags = " ".join(f"--flag {k}={'true' if v else 'false'}" for k, v in settings.flags)
-    return (f"`b2fb render --domain {settings.domain} --dataset {state_dir} --image-size {settings.size} "
-            f"--camera {settings.camera}{' ' + flags if flags else ''}`")
+    return (
+        f"`b2fb render --domain {settings.domain} --dataset {state_dir} --image-size {settings.size} "
+        f"--camera {settings.camera}{' ' + flags if flags else ''}`"
+    )
 
 
 def check_pixels(state_dir: Path | str, settings: RenderSettings, state_file_hashes: dict[str, str]) -> dict:
@@ -423,32 +539,47 @@ def check_pixels(state_dir: Path | str, settings: RenderSettings, state_file_has
     command = _render_command(settings, state_dir)
     meta = ds.read_meta(out_dir) if out_dir.is_dir() else None
     if meta is None:
-        raise UserError(f"no pixel dataset at {out_dir}: render it with {command} (or run the grid, which renders "
-                        f"what it needs)")
+        raise UserError(
+            f"no pixel dataset at {out_dir}: render it with {command} (or run the grid, which renders "
+            f"what it needs)"
+        )
     if meta.get("format_version") != FORMAT_VERSION or meta.get("settings") != settings.to_dict():
-        raise UserError(f"{out_dir} holds frames of another format or settings ({meta.get('settings')}): delete it "
-                        f"and render again with {command}")
+        raise UserError(
+            f"{out_dir} holds frames of another format or settings ({meta.get('settings')}): delete it "
+            f"and render again with {command}"
+        )
     if meta.get("status") != "complete":
-        raise UserError(f"pixel dataset {out_dir} is incomplete (rendering was interrupted): re-run {command} "
-                        f"to finish it")
+        raise UserError(
+            f"pixel dataset {out_dir} is incomplete (rendering was interrupted): re-run {command} "
+            f"to finish it"
+        )
     names = set(meta.get("files") or {})
     stray = sorted(p.name for p in out_dir.glob("*.npz") if p.name not in names)
     if stray:
-        raise UserError(f"{out_dir / stray[0]} is not listed in {out_dir / ds.META} ({len(stray)} stray .npz "
-                        f"files): remove it from the pixel dataset directory")
+        raise UserError(
+            f"{out_dir / stray[0]} is not listed in {out_dir / ds.META} ({len(stray)} stray .npz "
+            f"files): remove it from the pixel dataset directory"
+        )
     rendered_from = meta.get("state_files") or {}
     for name, digest in state_file_hashes.items():
         if name not in names or not (out_dir / name).is_file():
             raise UserError(f"{out_dir} has no frames of episode {name}: render them with {command}")
         if rendered_from.get(name) != digest:
-            raise UserError(f"pixel dataset {out_dir} was rendered from another state dataset: the state sha256 "
-                            f"of {name} is {digest[:12]}..., its frames were rendered from "
-                            f"{str(rendered_from.get(name))[:12]}...; render again with {command}")
+            raise UserError(
+                f"pixel dataset {out_dir} was rendered from another state dataset: the state sha256 "
+                f"of {name} is {digest[:12]}..., its frames were rendered from "
+                f"{str(rendered_from.get(name))[:12]}...; render again with {command}"
+            )
     return meta
 
 
-def load_frames(state_dir: Path | str, settings: RenderSettings, files: tuple[str, ...],
-                state_file_hashes: dict[str, str], verify: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+def load_frames(
+    state_dir: Path | str,
+    settings: RenderSettings,
+    files: tuple[str, ...],
+    state_file_hashes: dict[str, str],
+    verify: bool = True,
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """The frames of the episode files `files` (in that order), channels first: [R, 3, size, size] uint8
     with R = sum of rows (T+1 per episode), the first row of each episode (`starts` [E]), and meta.json."""
     state_dir = Path(state_dir)
@@ -460,14 +591,23 @@ def load_frames(state_dir: Path | str, settings: RenderSettings, files: tuple[st
     for name, start, n in zip(files, starts, rows):
         data = (out_dir / name).read_bytes()
         if verify and hashlib.sha256(data).hexdigest() != meta["files"][name]:
-            raise UserError(f"frame file {out_dir / name} does not match its sha256 in {out_dir / ds.META} "
-                            f"(modified or corrupt): delete it and render again with {_render_command(settings, state_dir)}")
+            raise UserError(
+                f"frame file {out_dir / name} does not match its sha256 in {out_dir / ds.META} "
+                f"(modified or corrupt): delete it and render again with "
+                f"{_render_command(settings, state_dir)}"
+            )
         arrays = ds.read_episode(out_dir / name, data)
         episode = arrays.get(FRAMES_KEY)
-        if episode is None or episode.shape != (n, settings.size, settings.size, 3) or episode.dtype != np.uint8:
-            raise UserError(f"frame file {out_dir / name} holds {None if episode is None else episode.shape} frames, "
-                            f"expected ({n}, {settings.size}, {settings.size}, 3) uint8: delete it and render again")
-        frames[start:start + n] = episode.transpose(0, 3, 1, 2)
+        if (
+            episode is None
+            or episode.shape != (n, settings.size, settings.size, 3)
+            or episode.dtype != np.uint8
+        ):
+            raise UserError(
+                f"frame file {out_dir / name} holds {None if episode is None else episode.shape} frames, "
+                f"expected ({n}, {settings.size}, {settings.size}, 3) uint8: delete it and render again"
+            )
+        frames[start : start + n] = episode.transpose(0, 3, 1, 2)
     return frames, starts, meta
 
 
@@ -490,8 +630,8 @@ class FrameStacks:
         return FrameStacks(self.frames, self.row[lo:hi], self.start[lo:hi], self.stack)
 
     def _gather(self, rows: np.ndarray, starts: np.ndarray) -> np.ndarray:
-        index = np.maximum(rows[:, None] - self._offsets[None], starts[:, None])   # [n, k]
-        out = self.frames[index]                                                    # [n, k, 3, H, W]
+        index = np.maximum(rows[:, None] - self._offsets[None], starts[:, None])  # [n, k]
+        out = self.frames[index]  # [n, k, 3, H, W]
         return out.reshape(len(rows), self.stack * 3, *self.frames.shape[2:])
 
     def obs(self, index: np.ndarray) -> np.ndarray:
@@ -505,7 +645,11 @@ def transition_rows(episode_rows: np.ndarray, episode_lengths: np.ndarray) -> tu
     """For an OfflineDataset's episodes (rows used per episode, transitions T per episode): the frame row of
     each transition's s_t and its episode's first frame row, in a frame array holding T+1 rows per episode."""
     starts = np.concatenate([[0], np.cumsum(np.asarray(episode_lengths) + 1)[:-1]]).astype(np.int64)
-    row = np.concatenate([s + np.arange(n) for s, n in zip(starts, episode_rows)]) if len(starts) else np.zeros(0)
+    row = (
+        np.concatenate([s + np.arange(n) for s, n in zip(starts, episode_rows)])
+        if len(starts)
+        else np.zeros(0)
+    )
     start = np.repeat(starts, episode_rows)
     return row.astype(np.int64), start.astype(np.int64)
 

@@ -172,8 +172,9 @@ class DMCZeroShotTask:
         return returns.tolist()
 
 
-# ---- pixels -------------------------------------------------------------------------------------------------
-def make_pixel_zeroshot_task(domain: str, image_size: int = 64, frame_stack: int = 3, camera: int | str | None = None,
+# ---- pixels -----------------------------------------------------------------------------------------------
+def make_pixel_zeroshot_task(domain: str, image_size: int = 64, frame_stack: int = 3,
+                             camera: int | str | None = None,
                              render_flags: dict | None = None, eval_episode_length: int | None = None,
                              **state_kwargs) -> "DMCPixelZeroShotTask":
     """Registry entry point of `dmc/<domain>-zeroshot-pixels-v<version>`: the state task's data, split and
@@ -187,7 +188,8 @@ def make_pixel_zeroshot_task(domain: str, image_size: int = 64, frame_stack: int
     state = make_zeroshot_task(domain, **state_kwargs)
     settings = RenderSettings.make(domain, image_size, camera, render_flags)
     if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or not 1 <= frame_stack <= 16:
-        raise UserError(f"dmc/{domain}: task kwarg frame_stack must be an integer in [1, 16], got {frame_stack!r}")
+        raise UserError(f"dmc/{domain}: task kwarg frame_stack must be an integer in [1, 16], got "
+                        f"{frame_stack!r}")
     spec = get_domain(domain)
     if eval_episode_length is not None and (isinstance(eval_episode_length, bool) or not isinstance(
             eval_episode_length, int) or not 1 <= eval_episode_length <= spec.episode_length):
@@ -230,7 +232,8 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
 
     def validate(self) -> None:
         """Before any trial: frames already rendered were rendered from today's state files, the state dataset
-        is sound when it is given, and rendering works here (camera, GL backend: one frame in a fresh process)."""
+        is sound when it is given, and rendering works here (camera, GL backend: one frame in a fresh
+        process)."""
         from suites.dmc import dataset as ds
         from suites.dmc.pixels import check_not_stale, probe
 
@@ -249,7 +252,8 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
 
         super().prepare()
         directory, names, _ = self._state_files()
-        print(f"dmc/{self.domain}: pixels {directory / self.settings.dirname} ({len(names)} episodes)", flush=True)
+        print(f"dmc/{self.domain}: pixels {directory / self.settings.dirname} ({len(names)} episodes)",
+              flush=True)
         render_dataset(directory, self.settings, workers=min(2, os.cpu_count() or 1), names=names)
 
     def _load(self) -> None:
@@ -268,11 +272,13 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
             n_train = len(self._train)
             if self._val.files[0] != data.files[len(self._train.files)]:
                 raise RuntimeError("the validation split does not follow the training split")
-            self._stacks, self._val_stacks = stacks.subset(0, n_train), stacks.subset(n_train, n_train + len(self._val))
+            self._stacks = stacks.subset(0, n_train)
+            self._val_stacks = stacks.subset(n_train, n_train + len(self._val))
             self._sha256, self._pixel_sha256 = data.sha256, meta["sha256"]
             self._data_renderer = meta.get("gl_renderer")
             t = self._train
-            self._tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (t.action, t.next_action))
+            self._tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (t.action,
+                                                                                      t.next_action))
 
     def sample(self, batch_size: int, generator: torch.Generator) -> TransitionBatch:
         self._load()
@@ -310,9 +316,11 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
     def evaluate(self, agent: Any) -> EvalResult:
         if getattr(agent, "uses_observations", True):
             return super().evaluate(agent)
-        rows, metrics = [], {}  # a fixed policy: the state task's rollout (same dynamics, start states, returns)
+        # a fixed policy: the state task's rollout (same dynamics, start states, returns)
+        rows, metrics = [], {}
         for task in self.tasks:
-            returns = DMCZeroShotTask.rollout(self, task, lambda obs: agent.act(torch.from_numpy(obs), None).numpy())
+            returns = DMCZeroShotTask.rollout(self, task, lambda obs: agent.act(torch.from_numpy(obs),
+                                                                                None).numpy())
             metrics[f"{task}/return"] = float(np.mean(returns))
             rows += [{"task": task, "episode": i, "return": float(r)} for i, r in enumerate(returns)]
         metrics["return"] = float(np.mean([metrics[f"{t}/return"] for t in self.tasks]))
