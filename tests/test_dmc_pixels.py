@@ -268,3 +268,20 @@ def test_the_cpu_grid_runs_pixels_for_three_seeds_of_the_learned_methods_and_kee
     # --seeds overrides every task's own seeds
     reseeded = load_experiment("dmc", "cpu", seeds=2).trials()
     assert {t.seed for t in reseeded if "-pixels-" in t.task_id} == {0, 1}
+
+
+def test_a_fixed_policy_on_a_pixel_task_is_evaluated_as_on_the_state_task(tmp_path):
+    """The baselines ignore observations: no frame is rendered for them, and their returns are the state
+    task's (same dynamics, same start states)."""
+    from algorithms.baselines.fixed_policy import FixedPolicy
+    from suites import registry
+
+    data = _tiny_dataset(tmp_path, "walker")
+    kwargs = dict(dataset=str(data), train_size=20, val_size=20, inference_samples=10, eval_episodes=1,
+                  tasks=["stand"])
+    state = registry.get("dmc/walker-zeroshot-v0").with_kwargs(**kwargs).make()
+    pixel = registry.get("dmc/walker-zeroshot-pixels-v0").with_kwargs(**kwargs, eval_episode_length=30).make()
+    pixel.rollout = None  # the rendering rollout must not be reached
+    state.episode_length = 30
+    a, b = FixedPolicy("random", 6, seed=1), FixedPolicy("random", 6, seed=1)
+    assert state.evaluate(a).metrics == pixel.evaluate(b).metrics
