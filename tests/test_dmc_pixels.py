@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import subprocess
 import sys
 
@@ -241,14 +240,21 @@ def test_dmc_table_refuses_an_unknown_task_id():
 
 @pytest.mark.render
 def test_render_workers_import_no_torch(tmp_path, gl):
-    """The render workers must not load torch (its triton LLVM clashes with Mesa's): a worker's modules."""
+    """The render worker (its whole code path: rendering and writing one episode file) loads no torch, whose
+    triton LLVM clashes with Mesa's."""
+    state_dir = _tiny_dataset(tmp_path, "walker", episodes=1, length=5)
+    out_dir = tmp_path / "frames"
+    out_dir.mkdir()
     code = (
-        "import sys; from suites.dmc import pixels; env = pixels._render_env('walker'); "
-        "print('torch' in sys.modules)"
+        "import queue, sys; from suites.dmc import pixels; q = queue.Queue(); "
+        "s = pixels.RenderSettings.make('walker', 16, 0, {}); "
+        f"pixels._render_worker({str(state_dir)!r}, {str(out_dir)!r}, s, ['000000_5.npz'], q); "
+        "print([q.get()[0] for _ in range(q.qsize())], 'torch' in sys.modules)"
     )
-    env = {**os.environ, "LP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "False", out.stderr[-2000:]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['renderer', 'episode', 'done'] False"
+    assert (out_dir / "000000_5.npz").is_file()
 
 
 def test_the_cpu_grid_runs_pixels_for_three_seeds_of_the_learned_methods_and_keeps_state_run_ids():
