@@ -98,9 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--bootstrap-seed", type=_seed, default=0, help="seed of the bootstrap resampler (default 0)")
     s.add_argument("--no-collect", action="store_true", help="use the existing index instead of re-collecting")
 
+    s = sub.add_parser("render", help="render a dmc state dataset's pixels (re-rendered from its physics)",
+                       description="Render the frames of a reward-free dmc dataset from its stored physics "
+                       "states into <dataset>/pixels-<size>-cam<camera>[-<flags>]/ (suites/dmc/pixels.py).  "
+                       "Resumable per episode file; 2 worker processes by default.  `b2fb run` renders "
+                       "what a pixel grid needs.")
+    s.add_argument("--domain", required=True,
+                   help="dmc domain with a pixel version: walker, cheetah, quadruped, jaco")
+    s.add_argument("--dataset", type=Path, default=None,
+                   help="the state dataset directory (default: where `b2fb collect` puts it, --data-dir)")
+    s.add_argument("--explorer", default="rnd", help="explorer of the default dataset (default rnd)")
+    s.add_argument("--collect-size", default="cpu", help="RND size of the default dataset (default cpu)")
+    s.add_argument("--image-size", type=_count, default=64,
+                   help="frame width and height in pixels (default 64)")
+    s.add_argument("--camera", default=None,
+                   help="camera index or name (default: the domain's; DrQ's / ExORL's)")
+    s.add_argument("--flag", action="append", default=[], metavar="NAME=true|false",
+                   help="dm_control render flag override, e.g. --flag shadow=false --flag reflection=false")
+    s.add_argument("--workers", type=_count, default=2, help="render processes (default 2)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     s = sub.add_parser("perf", help="measure throughput; writes results/perf/<suite>.json")
     s.add_argument("--suite", required=True)
     s.add_argument("--seconds", type=_seconds, default=5.0, help="time budget per measurement")
+    s.add_argument("--part", default=None, help="measure one part only and update its entry (dmc: pixels)")
     return p
 
 
@@ -320,12 +341,45 @@ def cmd_perf(args) -> int:
 
     registry.load_suite(args.suite)
     check_writable_dir(args.results_dir.resolve() / "perf", "--results-dir")
-    path = run_perf(args.suite, args.results_dir.resolve() / "perf", args.seconds)
+    path = run_perf(args.suite, args.results_dir.resolve() / "perf", args.seconds, args.part)
     print(path)
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "collect": cmd_collect, "tables": cmd_tables, "perf": cmd_perf}
+def cmd_render(args) -> int:
+    from suites.dmc.dataset import default_dataset_dir
+    from suites.dmc.pixels import RenderSettings, _state_meta, check_not_stale, probe, render_dataset
+
+    flags = {}
+    for item in args.flag:
+        name, _, value = item.partition("=")
+        if not name or value.lower() not in ("true", "false"):
+            raise UserError(f"--flag {item!r}: expected NAME=true or NAME=false, e.g. --flag shadow=false")
+        flags[name] = value.lower() == "true"
+    camera = int(args.camera) if args.camera is not None and args.camera.isdigit() else args.camera
+    settings = RenderSettings.make(args.domain, args.image_size, camera, flags)
+    dataset = args.dataset or default_dataset_dir(args.data_dir.resolve(), args.domain, args.explorer,
+                                                  args.collect_size)
+    # every check before anything is written: the camera (no GL needed), the state dataset, frames rendered
+    # from older state files, then the GL backend (one frame in a fresh process)
+    probe(settings, stages=("camera",))
+    if not Path(dataset).is_dir():
+        raise UserError(f"no state dataset at {dataset}: collect it with `b2fb collect --domain "
+                        f"{args.domain} ...` (or pass --dataset); pixels are rendered from its physics")
+    check_not_stale(Path(dataset), settings, _state_meta(Path(dataset).resolve(), args.domain).get("files",
+                                                                                                   {}))
+    probe(settings, stages=("render",))
+    summary = render_dataset(dataset, settings, workers=args.workers, progress=not args.no_progress)
+    rate = (f"{summary['rendered']} episodes rendered at {summary['frames_per_second']:,.0f} frames/s"
+            if summary["rendered"] else "nothing new to render")
+    print(f"{args.domain}: {summary['episodes']} episodes of frames ({rate}) in {summary['out_dir']}")
+    print(f"  sha256 {summary['sha256']}; GL renderer: {summary['renderer']}")
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "collect": cmd_collect, "tables": cmd_tables,
+            "render": cmd_render,
+            "perf": cmd_perf}
 
 
 def _collect_data(argv: list[str]) -> int:

@@ -10,7 +10,9 @@ and each size holds
 
     seeds:       an int N (seeds 0..N-1) or a list of seeds
     tasks:       task ids, or {id: <task id>, kwargs: {...}} to change a task's entry-point kwargs
-                 (paths inside kwargs are relative to the grid file)
+                 (paths inside kwargs are relative to the grid file); an entry may also carry
+                 `seeds` (this task's own seed count or list, e.g. fewer seeds for a costly task) and
+                 `algorithms` (the only algorithms that run on it); `--seeds` overrides every task's
     algorithms:  {<algorithm>: {<Config field>: value, ...}}; an algorithm not listed does not run
     per_task:    {<task id>: {<algorithm>: {<Config field>: value}}}: per-task values on top of
                  `algorithms` (e.g. the papers' per-domain hyperparameters); `--set` still wins
@@ -85,17 +87,23 @@ class Experiment:
     max_concurrent: int | None
     data_root: Path | None = None
     task_configs: dict[tuple[str, str], Any] = dataclasses.field(default_factory=dict)  # (name, task) -> Config
+    task_limits: list[tuple[list[int] | None, tuple[str,
+                                                    ...] | None]] = dataclasses.field(default_factory=list)
+    """Per entry of `tasks`: its own seeds and its algorithms (None: the size's seeds, every algorithm)."""
 
     def trials(self) -> list[TrialSpec]:
         out = []
         for name, base in self.algorithms.items():
-            for task_id, kwargs in self.tasks:
+            for i, (task_id, kwargs) in enumerate(self.tasks):
+                own_seeds, only = self.task_limits[i] if i < len(self.task_limits) else (None, None)
+                if only is not None and name not in only:
+                    continue
                 cfg = self.task_configs.get((name, task_id), base)
                 cfg_dict = _jsonable(dataclasses.asdict(cfg))
                 h = config_hash(self.suite, name, hashed_config(cfg), task_id, kwargs)
                 if "data_root" in kwargs and kwargs["data_root"] is None and self.data_root is not None:
                     kwargs = {**kwargs, "data_root": str(self.data_root)}
-                for seed in self.seeds:
+                for seed in own_seeds if own_seeds is not None else self.seeds:
                     out.append(TrialSpec(self.suite, self.size, name, task_id, dict(kwargs), seed, cfg_dict,
                                          dict(self.resources), h))
         return out
@@ -184,23 +192,17 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     merged = _deep_merge(common, block)
 
     # seeds
-    seed_value = seeds if seeds is not None else merged.get("seeds", 1)
-    if isinstance(seed_value, bool) or not isinstance(seed_value, (int, list)):
-        raise UserError(f"{where}: seeds must be an int or a list of ints, got {seed_value!r}")
-    seed_list = list(range(seed_value)) if isinstance(seed_value, int) else seed_value
-    if not seed_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list):
-        raise UserError(f"{where}: seeds must be a positive count or a list of non-negative ints")
-    if len(set(seed_list)) != len(seed_list):
-        raise UserError(f"{where}: seeds {seed_list} repeat a seed; list each seed once")
+    seed_list = _seed_list(seeds if seeds is not None else merged.get("seeds", 1), where)
 
     # tasks (`--set task.KEY=VALUE` sets a kwarg of every task of the grid)
     task_overrides = {key: value for name, key, value in map(_parse_override, overrides) if name == TASK_OVERRIDE}
     task_entries = merged.get("tasks") or []
     if not isinstance(task_entries, list) or not task_entries:
         raise UserError(f"{where}: sizes.{size}.tasks must be a non-empty list of task ids")
-    resolved_tasks = []
+    resolved_tasks, limits = [], []
     for entry in task_entries:
         task_id, kwargs = _task_entry(entry, where, path.parent)
+        limits.append(_task_limits(entry, where, seeds is not None))
         spec = _in_file(task_registry.get, task_id, where)
         if spec.suite != suite:
             raise UserError(f"{where}: task {task_id!r} belongs to suite {spec.suite!r}, not {suite!r}")
@@ -209,6 +211,16 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
             raise UserError(f"{where}: task {task_id} has no kwarg {unknown[0]!r}."
                             f"{did_you_mean(unknown[0], spec.kwargs)} Its kwargs: {', '.join(spec.kwargs)}")
         resolved_tasks.append((task_id, {**spec.kwargs, **kwargs}))
+    if tasks:
+        known = {t for t, _ in resolved_tasks}
+        for t in tasks:
+            task_registry.get(t)  # unknown ids get "did you mean"
+            if t not in known:
+                raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has "
+                                f"{', '.join(sorted(known))}")
+        kept = [i for i, (t, _) in enumerate(resolved_tasks) if t in tasks]
+        resolved_tasks, limits = [resolved_tasks[i] for i in kept], [limits[i] for i in kept]
+    # `--set task.KEY=VALUE` on the tasks selected (all, or those of --tasks)
     for key, value in task_overrides.items():
         for task_id, kwargs in resolved_tasks:
             if key not in kwargs:
@@ -217,13 +229,6 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
             kwargs[key] = str((Path.cwd() / value).resolve()) if key in PATH_KWARGS and value else value
     if len({(t, json.dumps(k, sort_keys=True, default=str)) for t, k in resolved_tasks}) != len(resolved_tasks):
         raise UserError(f"{where}: sizes.{size}.tasks lists the same task twice; list each task once")
-    if tasks:
-        known = {t for t, _ in resolved_tasks}
-        for t in tasks:
-            task_registry.get(t)  # unknown ids get "did you mean"
-            if t not in known:
-                raise UserError(f"task {t!r} is not in the {size} grid of {where}; it has {', '.join(sorted(known))}")
-        resolved_tasks = [(t, k) for t, k in resolved_tasks if t in tasks]
 
     # algorithms
     algo_block = merged.get("algorithms") or {}
@@ -289,8 +294,39 @@ def load_experiment(suite: str, size: str, config_file: str | Path | None = None
     max_conc = merged.get("max_concurrent")
     if max_conc is not None and (isinstance(max_conc, bool) or not isinstance(max_conc, int) or max_conc < 1):
         raise UserError(f"{where}: max_concurrent must be a positive int or null, got {max_conc!r}")
+    for (task_id, _), (_, only) in zip(resolved_tasks, limits):
+        unknown = [a for a in only or () if a not in algo_block]
+        if unknown:
+            raise UserError(f"{where}: the entry of task {task_id} lists algorithm {unknown[0]!r}, which "
+                            f"sizes.{size}.algorithms does not list")
     return Experiment(suite, size, path, seed_list, resolved_tasks, configs, res, max_conc,
-                      Path(data_root).resolve() if data_root is not None else None, task_configs)
+                      Path(data_root).resolve() if data_root is not None else None, task_configs, limits)
+
+
+def _seed_list(seed_value: Any, where: str) -> list[int]:
+    if isinstance(seed_value, bool) or not isinstance(seed_value, (int, list)):
+        raise UserError(f"{where}: seeds must be an int or a list of ints, got {seed_value!r}")
+    seed_list = list(range(seed_value)) if isinstance(seed_value, int) else seed_value
+    if not seed_list or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seed_list):
+        raise UserError(f"{where}: seeds must be a positive count or a list of non-negative ints")
+    if len(set(seed_list)) != len(seed_list):
+        raise UserError(f"{where}: seeds {seed_list} repeat a seed; list each seed once")
+    return seed_list
+
+
+def _task_limits(entry: Any, where: str, seeds_given: bool) -> tuple[list[int] | None, tuple[str,
+                                                                                             ...] | None]:
+    """A task entry's own `seeds` (ignored when --seeds is given) and `algorithms`."""
+    if not isinstance(entry, dict):
+        return None, None
+    own = None if seeds_given or "seeds" not in entry else _seed_list(entry["seeds"],
+                                                                      f"{where} ({entry.get('id')})")
+    only = entry.get("algorithms")
+    if only is not None and (not isinstance(only, list) or not only
+                             or not all(isinstance(a, str) for a in only)):
+        raise UserError(f"{where}: the entry of task {entry.get('id')} has algorithms {only!r}; give a "
+                        f"non-empty list of algorithm names")
+    return own, None if only is None else tuple(only)
 
 
 def _in_file(lookup, name: str, where: str):
@@ -378,7 +414,7 @@ def _task_entry(entry: Any, where: str, base: Path) -> tuple[str, dict[str, Any]
     if isinstance(entry, str):
         return entry, {}
     if isinstance(entry, dict):
-        _check_keys(entry, ("id", "kwargs"), "a task entry", where)
+        _check_keys(entry, ("id", "kwargs", "seeds", "algorithms"), "a task entry", where)
         if "id" not in entry:
             raise UserError(f"{where}: a task entry needs an 'id'")
         kwargs = dict(entry.get("kwargs") or {})

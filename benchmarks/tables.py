@@ -380,8 +380,36 @@ DMC_PAIRING = (
 )
 
 
+PIXELS = "@pixels"  # suffix of a learned method's name in the aggregate table when it saw pixels
+DMC_TASK_ID = r"^dmc/(?P<domain>[a-z][a-z-]*?)-zeroshot(?P<pixels>-pixels)?-v\d+$"
+
+
 def _dmc_name(algo: str) -> str:
+    if algo.endswith(PIXELS):
+        return f"{DMC_NAMES.get(algo[: -len(PIXELS)], algo[: -len(PIXELS)])} (pixels)"
     return DMC_NAMES.get(algo, algo)
+
+
+def dmc_task_kinds(task_ids: pd.Series) -> pd.DataFrame:
+    """domain (dm_control name) and observations ("state" or "pixels") of zero-shot task ids
+    (dmc/<domain>-zeroshot[-pixels]-v<N>); any other id is a UserError, never a silently dropped row."""
+    from suites.dmc.domains import DOMAINS
+
+    parts = task_ids.str.extract(DMC_TASK_ID)
+    unknown = task_ids[parts.domain.isna() | ~parts.domain.fillna("").str.replace("-",
+                                                                                  "_").isin(list(DOMAINS))]
+    if len(unknown):
+        raise UserError(
+            f"the dmc table does not know task {unknown.iloc[0]!r} (it shows dmc/<domain>-zeroshot-v<N> and "
+            f"dmc/<domain>-zeroshot-pixels-v<N> of the domains {', '.join(DOMAINS)}): remove its runs from "
+            f"the "
+            f"grid, or teach benchmarks/tables.py its rows"
+        )
+    return pd.DataFrame(
+        {"domain": parts.domain.str.replace("-", "_"), "obs": np.where(parts.pixels.notna(), "pixels",
+                                                                       "state")},
+        index=task_ids.index,
+    )
 
 
 def dmc_tables(
@@ -389,71 +417,97 @@ def dmc_tables(
 ) -> list[Path]:
     """Domains x tasks, mean return over seeds with a Student-t 95% CI, per-domain overall; the paper's
     FB and one-step FB numbers in separate columns; the methods' differences tested (Welch, Holm); IQM of
-    normalised scores and performance profiles."""
+    normalised scores and performance profiles.  Tasks learned from pixels get their own row under the
+    state row of the same task, with each learned method's pixels − state difference (Welch) beside it; the
+    fixed-policy baselines, which ignore observations, show their state runs in both rows."""
     from suites.dmc.domains import DOMAINS
 
     paper = paper_values("dmc")
     final = final_eval(scalars)
     final = final[final.metric.str.endswith("/return")].copy()
-    final["domain"] = (
-        final.task_id.str.split("/").str[1].str.replace(r"-zeroshot-v\d+$", "", regex=True).str.replace("-", "_")
-    )
+    kinds = dmc_task_kinds(final.task_id)
+    final["domain"], final["obs"] = kinds.domain, kinds.obs
     final["task"] = final.metric.str[: -len("/return")]
+    # the baselines' rows: their state runs (a fixed policy's returns do not depend on what it could see)
+    final = final[~((final.obs == "pixels") & final.algorithm.isin(DMC_BASELINES))]
     algos = [a for a in DMC_ORDER if a in set(final.algorithm)] + sorted(
         set(final.algorithm) - set(DMC_ORDER)
     )
+    learned = [a for a in algos if a not in DMC_BASELINES]
+    has_pixels = bool((final.obs == "pixels").any())
     family = Family(
         "Welch t-test over seeds",
         "every task and domain-overall row, each learned method against uniform random and "
-        "against each other learned method",
+        "against each other learned method"
+        + ("; on pixel rows also each learned method's pixels − state" if has_pixels else ""),
         DMC_PAIRING,
     )
     rows, raw, seeds_seen = [], [], []
     for domain in [d for d in DOMAINS if d in set(final.domain)]:
-        sub = final[final.domain == domain]
-        for task in sorted(sub.task.unique()) + ["overall"]:
-            row = {"domain": domain, "task": task}
-            values_of = {}
-            for algo in algos:
-                g = sub[sub.algorithm == algo]
-                if task == "overall":  # per seed: mean over the domain's tasks, then across seeds
-                    values = g.groupby("seed").value.mean().to_numpy()
-                else:
-                    values = g[g.task == task].sort_values("seed").value.to_numpy()
-                if len(values) == 0:
-                    row[_dmc_name(algo)] = "–"
-                    continue
-                values_of[algo] = values
-                seeds_seen.append(len(values))
-                point, low, high, _ = stats.t_estimate(values)
-                row[_dmc_name(algo)] = _interval(point, low, high, lambda v: f"{v:.0f}")
-                raw.append(
-                    {
-                        "domain": domain,
-                        "task": task,
-                        "algorithm": algo,
-                        "seeds": len(values),
-                        "mean": point,
-                        "ci_low": low,
-                        "ci_high": high,
-                    }
-                )
-            for algo in ("fb", "onestep_fb"):
-                ref = (
-                    paper.get("overall", {}).get(domain, {})
-                    if task == "overall"
-                    else paper.get("returns", {}).get(domain, {}).get(task, {})
-                ).get(algo)
-                row[f"{DMC_NAMES[algo]} (paper)"] = "–" if ref is None else f"{ref[0]} ± {ref[1]}"
-            rows.append(row)
-            for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
-                if a in values_of and b in values_of:
-                    est = stats.welch_estimate(values_of[a], values_of[b])
-                    family.add(
-                        f"{_dmc_name(a)} − {_dmc_name(b)} on {domain} {task}",
-                        est,
-                        _interval(*est[:3], lambda v: f"{v:+.0f}"),
+        sub_domain = final[final.domain == domain]
+        for task in sorted(sub_domain.task.unique()) + ["overall"]:
+            state_values: dict[str, np.ndarray] = {}
+            for obs in ("state", "pixels"):
+                sub = sub_domain[(sub_domain.obs == obs) | sub_domain.algorithm.isin(DMC_BASELINES)]
+                seen = sub[sub.obs == "pixels"]
+                if obs == "pixels" and (seen.empty or not (task == "overall" or (seen.task == task).any())):
+                    continue  # no learned method saw this task from pixels
+                row = {"domain": domain, "task": task}
+                if has_pixels:
+                    row["observations"] = obs
+                values_of = {}
+                for algo in algos:
+                    g = sub[sub.algorithm == algo]
+                    if task == "overall":  # per seed: mean over the domain's tasks, then across seeds
+                        values = g.groupby("seed").value.mean().to_numpy()
+                    else:
+                        values = g[g.task == task].sort_values("seed").value.to_numpy()
+                    if len(values) == 0:
+                        row[_dmc_name(algo)] = "–"
+                        continue
+                    values_of[algo] = values
+                    seeds_seen.append(len(values))
+                    point, low, high, _ = stats.t_estimate(values)
+                    row[_dmc_name(algo)] = _interval(point, low, high, lambda v: f"{v:.0f}")
+                    raw.append(
+                        {
+                            "domain": domain,
+                            "task": task,
+                            **({"observations": obs} if has_pixels else {}),
+                            "algorithm": algo,
+                            "seeds": len(values),
+                            "mean": point,
+                            "ci_low": low,
+                            "ci_high": high,
+                        }
                     )
+                if obs == "state":
+                    state_values = values_of
+                for algo in learned if has_pixels else ():
+                    column = f"{_dmc_name(algo)}: pixels − state"
+                    row[column] = "–"
+                    if obs == "pixels" and algo in values_of and algo in state_values:
+                        est = stats.welch_estimate(values_of[algo], state_values[algo])
+                        row[column] = _interval(*est[:3], lambda v: f"{v:+.0f}")
+                        family.add(f"{_dmc_name(algo)} pixels − state on {domain} {task}", est, row[column])
+                for algo in ("fb", "onestep_fb"):
+                    ref = (
+                        paper.get("overall", {}).get(domain, {})
+                        if task == "overall"
+                        else paper.get("returns", {}).get(domain, {}).get(task, {})
+                    ).get(algo)
+                    shown = ref is not None and obs == "state"  # the paper reports states only
+                    row[f"{DMC_NAMES[algo]} (paper)"] = f"{ref[0]} ± {ref[1]}" if shown else "–"
+                rows.append(row)
+                where = f"{domain} {task}" + (" (pixels)" if obs == "pixels" else "")
+                for a, b in method_pairs(algos, DMC_BASELINES, DMC_REFERENCE):
+                    if a in values_of and b in values_of:
+                        est = stats.welch_estimate(values_of[a], values_of[b])
+                        family.add(
+                            f"{_dmc_name(a)} − {_dmc_name(b)} on {where}",
+                            est,
+                            _interval(*est[:3], lambda v: f"{v:+.0f}"),
+                        )
     frame = pd.DataFrame(rows)
     tests = family.frame()
     footer = (
@@ -461,6 +515,14 @@ def dmc_tables(
         f"final checkpoint. 'overall' = mean over the domain's tasks per seed. Each run is evaluated on "
         f"the same 10 episodes' start states, so the intervals are over training seeds (and action "
         f"noise) at those start states."
+        + (
+            " Rows 'pixels': the same data, split and evaluation seen as stacked rendered frames "
+            "(suites/dmc/pixels.py); the fixed-policy baselines ignore observations, so their state runs "
+            "fill both rows (and are what pixel methods are tested against); 'pixels − state' is each "
+            "learned method's difference to its own state row (Welch)."
+            if has_pixels
+            else ""
+        )
         + family.footer()
         + " Paper columns: the one-step FB paper's reported numbers (RND 5M data, 1M steps, full-size "
         "nets; fb.md §5.3), for reference only, never aggregated with ours."
@@ -475,6 +537,8 @@ def dmc_tables(
         footer,
         tests,
     )
+    final = final.assign(algorithm=np.where(final.obs == "pixels", final.algorithm + PIXELS, final.algorithm))
+    algos = [a for a in algos] + [f"{a}{PIXELS}" for a in learned if f"{a}{PIXELS}" in set(final.algorithm)]
     paths += dmc_aggregate(final, algos, out_tables, out_figs, reps, seed)
     return paths
 

@@ -278,6 +278,18 @@ def _damaged_run(tmp, damage):
 
 def _dmc_dataset(tmp, kind):
     d = tmp / "dataset"
+    if kind in ("state only", "stale pixels"):  # a real state dataset (and frames from another one)
+        import json
+
+        from suites.dmc.collect import collect
+
+        collect("walker", "random", 10, d, workers=1, episode_length=10, progress=False)
+        if kind == "state only":
+            return d
+        pixels = d / "pixels-32-cam0-reflection0-shadow0"
+        pixels.mkdir()
+        (pixels / "meta.json").write_text(json.dumps({"state_files": {"000000_10.npz": "0" * 64}}))
+        return d
     d.mkdir()
     if kind == "corrupt":
         (d / "0_200.npz").write_bytes(b"PK\x03\x04 not really a zip")
@@ -287,6 +299,10 @@ def _dmc_dataset(tmp, kind):
 RUN = ["run", "--suite", "didactic", "--size", "tiny"]
 DMC = ["run", "--suite", "dmc", "--size", "tiny", "--algos", "onestep_fb"]
 T2I = ["run", "--suite", "t2i", "--size", "tiny"]
+PIXELS = ["run", "--suite", "dmc", "--size", "tiny", "--tasks", "dmc/walker-zeroshot-pixels-v0"]
+RENDER = ["render", "--domain", "walker", "--dataset", "{dataset}"]
+TINY_FRAMES = ["--image-size", "32", "--flag", "shadow=false", "--flag", "reflection=false"]
+NO_GL = {"MUJOCO_GL": "disabled"}  # a machine where no GL backend starts
 BAD_INPUTS = {
     # list
     "list unknown suite": (["list", "--suite", "didatic"], ["'didatic'", "'didactic'"]),
@@ -341,6 +357,16 @@ BAD_INPUTS = {
                                                   "task.dataset={dataset}"], ["0_200.npz"], "corrupt"),
     "dmc dataset a file, no collection": (DMC + ["--set", "task.collect_steps=0", "--set", "task.dataset={file}"],
                                           ["is a file"]),
+    "dmc pixels unknown camera": (PIXELS + ["--set", "task.camera=9"], ["no camera 9", "0 (side)"]),
+    "dmc pixels camera of another model": (PIXELS + ["--set", "task.camera=front_close"],
+                                           ["no camera 'front_close'"]),
+    "dmc pixels bad image size": (PIXELS + ["--set", "task.image_size=4"], ["image_size", "4"]),
+    "dmc pixels zero frame stack": (PIXELS + ["--set", "task.frame_stack=0"], ["frame_stack", "0"]),
+    "dmc pixels no GL backend": (PIXELS, ["no working GL backend", "MUJOCO_GL=disabled"], NO_GL),
+    "dmc pixels state sha256 changed": (PIXELS + ["--set", "task.collect_steps=0",
+                                                  "--set", "task.dataset={dataset}"],
+                                        ["rendered from another state dataset", "b2fb render"],
+                                        "stale pixels"),
     "t2i zero images per prompt": (T2I + ["--set", "task.eval_images_per_prompt=0"], ["eval_images_per_prompt"]),
     "t2i negative eval batch": (T2I + ["--set", "task.eval_batch_size=-1"], ["eval_batch_size"]),
     "t2i zero eval prompts": (T2I + ["--set", "task.eval_max_prompts=0"], ["eval_max_prompts", "0"]),
@@ -374,6 +400,16 @@ BAD_INPUTS = {
     "collect manifest a list": (["collect", "--suite", "didactic"], ["manifest.json", "list"],
                                 lambda d: (d / "manifest.json").write_text("[]")),
     "collect record hashes without runs": (["collect", "--suite", "didactic", "--record-hashes"], ["no runs"]),
+    # render
+    "render unknown domain": (["render", "--domain", "walkr"], ["'walkr'", "'walker'"]),
+    "render domain without pixels": (["render", "--domain", "point_mass_maze"], ["point_mass_maze",
+                                                                                 "no pixel"]),
+    "render unknown camera": (RENDER + ["--camera", "9"], ["no camera 9"]),
+    "render bad flag": (RENDER + ["--flag", "shadow=maybe"], ["--flag", "shadow=maybe"]),
+    "render no GL backend": (RENDER + TINY_FRAMES, ["no working GL backend"], "state only", NO_GL),
+    "render state sha256 changed": (RENDER + TINY_FRAMES, ["rendered from another state dataset"],
+                                    "stale pixels"),
+    "render no state dataset": (RENDER, ["no state dataset at"]),
     # tables
     "tables zero reps": (["tables", "--suite", "didactic", "--reps", "0"], ["--reps", "at least 1"]),
     "tables negative reps": (["tables", "--suite", "didactic", "--reps", "-5"], ["--reps"]),
@@ -404,6 +440,10 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capfd, monkeypatch):
     from benchmarks import cli
 
     argv, names, *setup = BAD_INPUTS[case]
+    for extra in [x for x in setup if isinstance(x, dict)]:  # environment variables, e.g. no GL backend
+        for key, value in extra.items():
+            monkeypatch.setenv(key, value)
+    setup = [x for x in setup if not isinstance(x, dict)]
     monkeypatch.setitem(sys.modules, "benchmarks.orchestrate", None)    # reaching Ray fails at once
     monkeypatch.chdir(tmp_path)
     values = {"tmp": str(tmp_path), "file": str(write(tmp_path / "a_file", "x")), "ro": "/proc/b2fb-results",
@@ -433,6 +473,6 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, case, capfd, monkeypatch):
 
 
 def test_the_bad_input_table_is_large_and_covers_every_command():
-    commands = {next(a for a in argv if a in ("list", "run", "collect", "tables", "perf"))
+    commands = {next(a for a in argv if a in ("list", "run", "collect", "tables", "render", "perf"))
                 for argv, *_ in BAD_INPUTS.values()}
-    assert len(BAD_INPUTS) >= 60 and commands == {"list", "run", "collect", "tables", "perf"}
+    assert len(BAD_INPUTS) >= 60 and commands == {"list", "run", "collect", "tables", "render", "perf"}

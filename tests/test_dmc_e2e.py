@@ -1,10 +1,12 @@
 """The dmc suite end to end at the tiny size, through the real CLI and Ray Tune: data collection on
-first use, training both FB algorithms, zero-shot evaluation on every walker task, baselines, tables."""
+first use, training both FB algorithms, zero-shot evaluation on every walker task, baselines, tables; and
+from pixels (rendering on first use, both encoder modes, pixel rows in the table)."""
 import functools
 import json
 import shutil
 
 import pandas as pd
+import pytest
 
 from suites.dmc.dataset import load_dataset
 
@@ -14,8 +16,11 @@ import fixtures
 b2fb = functools.partial(fixtures.b2fb, timeout=900)
 
 
+STATE = ("--tasks", "dmc/walker-zeroshot-v0")
+
+
 def test_tiny_dmc_bench_collects_trains_evaluates_and_tabulates(tmp_path):
-    first = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
+    first = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny", *STATE)
     assert first.returncode == 0, first.stderr[-3000:]
     dataset = tmp_path / "data" / "dmc" / "walker-random-len200"
     meta = json.loads((dataset / "meta.json").read_text())
@@ -38,13 +43,13 @@ def test_tiny_dmc_bench_collects_trains_evaluates_and_tabulates(tmp_path):
     episodes = sorted(p.name for p in dataset.iterdir())
     zero_run = next(r for r in runs if r.name.startswith("zero_action"))
     shutil.rmtree(zero_run)
-    again = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
+    again = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny", *STATE)
     assert again.returncode == 0 and "(3 complete, 1 to run)" in again.stdout, again.stderr[-3000:]
     assert sorted(p.name for p in dataset.iterdir()) == episodes
     assert json.loads((zero_run / "manifest.json").read_text())["status"] == "done"
     # ... and a grid whose runs are all complete skips them and collects nothing, even without its data
     shutil.rmtree(dataset)
-    done = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
+    done = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny", *STATE)
     assert done.returncode == 0 and "(4 complete, 0 to run)" in done.stdout, done.stderr[-3000:]
     assert not dataset.exists() and "dataset" not in done.stdout
 
@@ -58,3 +63,37 @@ def test_missing_dataset_is_one_line_before_any_trial(tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: no dataset at ")
     assert "https://dl.fbaipublicfiles.com/exorl/walker/rnd.zip" in lines[0]
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.render
+def test_tiny_pixel_runs_of_each_algorithm_go_through_the_orchestrator(tmp_path):
+    """The whole tiny grid: the state cells and, from pixels, FB (one shared encoder) and one-step FB
+    (impala_small per network) on frames rendered on first use; the table shows the pixel row beside the
+    state row of the task they saw."""
+    from test_dmc_pixels import _gl_problem
+
+    if _gl_problem():
+        pytest.skip(f"no GL backend: {_gl_problem().split(': set MUJOCO_GL')[0]}")
+    out = b2fb(tmp_path, "run", "--suite", "dmc", "--size", "tiny")
+    assert out.returncode == 0, out.stderr[-3000:]
+    dataset = tmp_path / "data" / "dmc" / "walker-random-len200"
+    pixels = dataset / "pixels-32-cam0-reflection0-shadow0"
+    meta = json.loads((pixels / "meta.json").read_text())
+    assert meta["status"] == "complete" and len(meta["files"]) == 9  # the 9 episodes of train + validation
+    runs = sorted((tmp_path / "results" / "dmc" / "runs").glob("*pixels*"))
+    assert sorted(r.name.split("--")[0] for r in runs) == ["fb", "onestep_fb"]
+    for run in runs:
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "done"
+        assert manifest["data_hashes"]["pixels:walker"] == meta["sha256"]
+        hashes = manifest["data_hashes"]
+        assert hashes["render:data"] == meta["gl_renderer"] == hashes["render:eval"]
+        assert manifest["task_kwargs"]["camera"] == 0 and manifest["task_kwargs"]["frame_stack"] == 2
+        samples = pd.read_parquet(run / "samples.parquet")
+        assert set(samples.task) == {"stand"} and samples["return"].between(0, 50).all()  # 50-step episodes
+    encoders = {json.loads((r / "manifest.json").read_text())["config"]["encoder"] for r in runs}
+    assert encoders == {"shared", "per_network"}
+    table = (tmp_path / "results" / "dmc" / "tables" / "tiny" / "dmc_returns.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| walker   | stand")]
+    assert [r.split("|")[3].strip() for r in rows] == ["state", "pixels"]
+    assert "FB: pixels − state" in table and "their state runs fill both rows" in table

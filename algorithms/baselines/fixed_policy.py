@@ -28,6 +28,9 @@ class Config:
 class FixedPolicy:
     """A zero-shot 'agent' whose action does not depend on the reward."""
 
+    uses_observations = False
+    """Nor on what it sees: a pixel task evaluates it without rendering (suites/dmc/zeroshot.py)."""
+
     def __init__(self, policy: str, action_dim: int, seed: int):
         self.policy, self.action_dim = policy, action_dim
         self.generator = torch.Generator().manual_seed(seed)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from algorithms.fb import losses
+from algorithms.fb.encoders import EncoderConfig, Observations, check_encoder_config
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
                                   all_actions_for, batch_to, call_frozen, check_choices, check_positive, frozen_copy,
                                   polyak_update, resolve_dtype, train_and_evaluate)
@@ -27,7 +28,7 @@ from suites.zeroshot import TransitionBatch
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EncoderConfig):
     """Defaults are controllable_agent's `fb_ddpg` config (fb.md §2.1); suites' YAML grids override them."""
 
     num_steps: int = 1_000_000
@@ -92,27 +93,34 @@ class Config:
                       target_agg=("mean", "min"), q_agg=("mean", "min"))
         check_positive(self, "num_steps", "batch_size", "lr", "latent_dim", "forward_heads", "log_every",
                        "eval_every", "checkpoint_every")
+        check_encoder_config(self)
 
 
 class FB(CheckpointedAgent):
     goal_space = "state"
     represents = "optimal"
 
-    def __init__(self, cfg: Config, obs_dim: int, action_dim: int, n_actions: int, gamma: float):
+    def __init__(self, cfg: Config, obs_dim: int | tuple[int, int, int], action_dim: int, n_actions: int,
+                 gamma: float):
         super().__init__()
         self.cfg, self.n_actions, self.gamma = cfg, n_actions, gamma
         self.dtype = resolve_dtype(cfg.dtype)
         d = cfg.latent_dim
-        self.forward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, z_dim=d,
-                                     heads=cfg.forward_heads, hidden=cfg.forward_hidden)     # F_e(s, a, z)
-        self.backward_net = build_map(cfg.arch, obs_dim, 0, d, uses_action=False,
-                                      hidden=cfg.backward_hidden)                           # B(s')
+        # Pixels (encoders.py): images [C, H, W] become features; the maps below are built on features.
+        self.observations = Observations(cfg, obs_dim)
+        obs_dim, wrap = self.observations.feature_dim, self.observations.wrap_map
+        self.forward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, z_dim=d,
+                                          heads=cfg.forward_heads, hidden=cfg.forward_hidden))  # F_e(s, a, z)
+        self.backward_net = wrap(build_map(cfg.arch, obs_dim, 0, d, uses_action=False,
+                                           hidden=cfg.backward_hidden))                        # B(s')
         # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
-        self.actor = (None if n_actions else
-                      TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
+        self.actor = self.observations.wrap_actor(
+            None if n_actions else
+            TwoStreamActor(obs_dim, d, action_dim, cfg.actor_hidden[0], cfg.actor_hidden[-1]))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
-        self.optimizer = adam([*self.forward_net.parameters(), *self.backward_net.parameters()], lr=cfg.lr)
+        self.optimizer = adam([*self.forward_net.parameters(), *self.backward_net.parameters(),
+                               *self.observations.parameters()], lr=cfg.lr)
         self.actor_optimizer = (adam(self.actor.parameters(), lr=cfg.actor_lr)
                                 if self.actor is not None else None)
 
@@ -147,7 +155,8 @@ class FB(CheckpointedAgent):
 
     # ---- one gradient step: the FB loss --------------------------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = batch_to(batch, self.dtype, self.device)
+        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device),
+                                          generator)  # pixels: shift, encode
         cfg, n, d = self.cfg, len(b), self.cfg.latent_dim
         B = self.B(b.next_obs)          # goals: the rows' next states; detached, it also seeds the latents
         goal_B = B.detach()
@@ -157,7 +166,7 @@ class FB(CheckpointedAgent):
         z = losses.sample_latents(n if b.weight is None else k, d, generator, cfg.mix_ratio, goal_B, b.weight,
                                   self.dtype)
         z = z[None] if b.weight is None else z[:, None, :].expand(k, n, d)
-        obs, act, nxt = (t.repeat(k, 1) for t in (b.obs, b.action, b.next_obs))
+        obs, act, nxt = (t.repeat(k, *[1] * (t.dim() - 1)) for t in (b.obs, b.action, b.next_obs))
         zf = z.reshape(k * n, d)
         with torch.no_grad():  # target: min_e F_bar_e(s', pi_z(s'), z)^T B_bar(g_j)
             next_act = self.policy_action(nxt, zf, generator)
@@ -175,7 +184,9 @@ class FB(CheckpointedAgent):
         logs = {"loss": loss.detach(), "fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"],
                 "orthonormality": ortho.detach()}
         if self.actor is not None:  # actor step on the updated F: maximise min_e F_e(s, pi(s, z), z)^T z
-            # F is held fixed (no weight gradients for it: they would be discarded by the next zero_grad)
+            # F is held fixed (no weight gradients for it: they would be discarded by the next zero_grad);
+            # a shared pixel encoder too (the actor reads its features detached, as in DrQ-v2)
+            obs = obs.detach()
             action = self.actor_sample(obs, zf, generator)
             F_pi = call_frozen(self.forward_net, map_inputs(cfg.arch, obs, action), zf)
             q = aggregate_heads(torch.einsum("end,nd->en", F_pi, zf), cfg.q_agg)
@@ -192,8 +203,10 @@ class FB(CheckpointedAgent):
     @torch.no_grad()
     def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
         """z_r = E[r(s') B(s')] (not projected: its norm carries the scale of Q)."""
-        b = batch_to(batch, self.dtype, self.device)
-        return losses.infer_task_vector(self.B(b.next_obs), *self.inputs(reward), b.weight, 0.0).cpu()
+        goals = self.observations.in_chunks(lambda nxt: self.B(self.observations(nxt)), batch.next_obs,
+                                            dtype=self.dtype, device=self.device)
+        weight = None if batch.weight is None else batch.weight.to(self.device, torch.float64)
+        return losses.infer_task_vector(goals, *self.inputs(reward), weight, 0.0).cpu()
 
     def _policy_latent(self, z, n):
         return losses.project_to_sphere(*self.inputs(z))[None].expand(n, -1)
@@ -202,19 +215,21 @@ class FB(CheckpointedAgent):
     def predict_q(self, obs, action, z) -> torch.Tensor:
         """Q_r(s, a) = F(s, a, z_hat)^T z_r with z_hat the projected latent the policy is conditioned on."""
         obs, action, z_r = self.inputs(obs, action, z)
+        obs = self.observations(obs)
         q = torch.einsum("end,d->en", self.F(obs, action, self._policy_latent(z, obs.shape[0])), z_r)
         return aggregate_heads(q, self.cfg.q_agg).cpu()
 
     @torch.no_grad()
     def predict_successor_ratio(self, obs, action, goal_obs, goal_action, z) -> torch.Tensor:
         obs, action, goal_obs = self.inputs(obs, action, goal_obs)
+        obs, goal_obs = self.observations(obs), self.observations(goal_obs)
         F = aggregate_heads(self.F(obs, action, self._policy_latent(z, obs.shape[0])), "mean")
         return (F @ self.B(goal_obs).T).cpu()
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
         """The evaluation action: the greedy action index (discrete) or the actor's mean tanh(mu) (continuous)."""
-        obs, = self.inputs(obs)
+        obs = self.observations(*self.inputs(obs))
         z_hat = self._policy_latent(z, obs.shape[0])
         return (self.greedy_action(obs, z_hat).argmax(1) if self.actor is None else self.actor(obs, z_hat)).cpu()
 

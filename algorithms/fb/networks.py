@@ -218,8 +218,14 @@ def build_map(arch: str, obs_dim: int, action_dim: int, out_dim: int, *, uses_ac
     raise ValueError(f"arch must be one of {ARCHS}, not {arch!r}")
 
 
-def map_inputs(arch: str, obs: torch.Tensor, action: torch.Tensor | None) -> torch.Tensor:
-    """The input features each arch expects: one-hot pairs for tabular, concatenation for mlp."""
+def map_inputs(arch: str, obs: torch.Tensor, action: torch.Tensor | None):
+    """The input features each arch expects: one-hot pairs for tabular, concatenation for mlp; images
+    (pixel observations, [N, C, H, W]) go to the map's own encoder with the action beside them
+    (algorithms/fb/encoders.py, encoder "per_network")."""
     if arch == "tabular":
         return pair_features(obs, action)
+    if obs.dim() == 4:
+        from algorithms.fb.encoders import ImageInputs
+
+        return ImageInputs(obs, action)
     return obs if action is None else torch.cat([obs, action], dim=-1)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from algorithms.fb import losses
+from algorithms.fb.encoders import EncoderConfig, Observations, check_encoder_config
 from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam, aggregate_heads,
                                   all_actions_for, batch_to, call_frozen, check_choices, check_positive, frozen_copy,
                                   polyak_update, resolve_dtype, train_and_evaluate)
@@ -27,7 +28,7 @@ from suites.zeroshot import TransitionBatch
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(EncoderConfig):
     """Defaults are the reference's `get_config` (fb.md §3.1); suites' YAML grids override them."""
 
     num_steps: int = 1_000_000
@@ -98,29 +99,38 @@ class Config:
                       repr_agg=("mean", "min"), q_agg=("mean", "min"), activation=tuple(ACTIVATIONS))
         check_positive(self, "num_steps", "batch_size", "lr", "latent_dim", "forward_heads", "log_every",
                        "eval_every", "checkpoint_every")
+        check_encoder_config(self)
 
 
 class OneStepFB(CheckpointedAgent):
     goal_space = "state_action"
     represents = "behaviour"
 
-    def __init__(self, cfg: Config, obs_dim: int, action_dim: int, n_actions: int, gamma: float):
+    def __init__(self, cfg: Config, obs_dim: int | tuple[int, int, int], action_dim: int, n_actions: int,
+                 gamma: float):
         super().__init__()
         self.cfg, self.n_actions, self.gamma = cfg, n_actions, gamma
         self.dtype = resolve_dtype(cfg.dtype)
         d = cfg.latent_dim
         mlp = dict(activation=cfg.activation, init="xavier", ln_eps=1e-6)  # flax defaults of the reference
-        self.forward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True, heads=cfg.forward_heads,
-                                     hidden=cfg.forward_hidden, layer_norm=cfg.forward_layer_norm, **mlp)  # F_e(s, a)
-        self.backward_net = build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
-                                      hidden=cfg.backward_hidden, layer_norm=cfg.backward_layer_norm, **mlp)  # B(s, a)
+        # Pixels (encoders.py): images [C, H, W] become features; the maps below are built on features.
+        self.observations = Observations(cfg, obs_dim)
+        obs_dim, wrap = self.observations.feature_dim, self.observations.wrap_map
+        self.forward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
+                                          heads=cfg.forward_heads, hidden=cfg.forward_hidden,
+                                          layer_norm=cfg.forward_layer_norm, **mlp))            # F_e(s, a)
+        self.backward_net = wrap(build_map(cfg.arch, obs_dim, action_dim, d, uses_action=True,
+                                           hidden=cfg.backward_hidden, layer_norm=cfg.backward_layer_norm,
+                                           **mlp))                                                  # B(s, a)
         # Continuous actions: the actor pi(s, z).  Built after F and B so discrete runs draw the same init.
-        self.actor = (None if n_actions else
-                      GaussianActor(obs_dim, d, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, cfg.activation,
-                                    cfg.tanh_squash, cfg.actor_mean_init_scale))
+        self.actor = self.observations.wrap_actor(
+            None if n_actions else
+            GaussianActor(obs_dim, d, action_dim, cfg.actor_hidden, cfg.actor_layer_norm, cfg.activation,
+                          cfg.tanh_squash, cfg.actor_mean_init_scale))
         self.to(self.dtype)
         self.target_forward, self.target_backward = frozen_copy(self.forward_net), frozen_copy(self.backward_net)
-        params = [*self.forward_net.parameters(), *self.backward_net.parameters()]
+        params = [*self.forward_net.parameters(), *self.backward_net.parameters(),
+                  *self.observations.parameters()]
         self.optimizer = adam(params + ([] if self.actor is None else [*self.actor.parameters()]), lr=cfg.lr)
 
     # ---- maps ---------------------------------------------------------------------------------
@@ -132,7 +142,8 @@ class OneStepFB(CheckpointedAgent):
 
     # ---- one gradient step: the representation loss, Eq. 12 ------------------------------------
     def update(self, batch: TransitionBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        b = batch_to(batch, self.dtype, self.device)
+        b = self.observations.train_batch(batch_to(batch, self.dtype, self.device),
+                                          generator)  # pixels: shift, encode
         cfg = self.cfg
         with torch.no_grad():  # SARSA target with the DATA's next action: mean_e F_bar_e(s', a') B_bar(g)^T
             target_F = self.F(b.next_obs, b.next_action, self.target_forward)
@@ -146,7 +157,9 @@ class OneStepFB(CheckpointedAgent):
         loss = fb_loss + cfg.orthonorm_coeff * ortho
         logs = {"fb_offdiag": parts["offdiag"], "fb_diag": parts["diag"], "orthonormality": ortho.detach()}
         if self.actor is not None:  # Eq. 13, on the same parameters, in the same optimiser step
-            actor_loss, actor_logs = self.actor_loss(b, generator, B.detach())
+            # a shared pixel encoder learns from Eq. 12 only: the actor reads its features detached (DrQ-v2)
+            actor_batch = TransitionBatch(b.obs.detach(), b.action, b.next_obs, b.next_action, b.weight)
+            actor_loss, actor_logs = self.actor_loss(actor_batch, generator, B.detach())
             loss = loss + actor_loss
             logs.update(actor_logs)
         self.optimizer.zero_grad(set_to_none=True)
@@ -189,22 +202,25 @@ class OneStepFB(CheckpointedAgent):
     @torch.no_grad()
     def infer_task_vector(self, batch: TransitionBatch, reward: torch.Tensor) -> torch.Tensor:
         """z_r = E[softmax(T r) r B(s, a)] (not projected; the policy is invariant to its norm)."""
-        b = batch_to(batch, self.dtype, self.device)
-        return losses.infer_task_vector(self.B(b.obs, b.action), *self.inputs(reward), b.weight,
+        goals = self.observations.in_chunks(lambda obs, action: self.B(self.observations(obs), action),
+                                            batch.obs,
+                                            batch.action, dtype=self.dtype, device=self.device)
+        weight = None if batch.weight is None else batch.weight.to(self.device, torch.float64)
+        return losses.infer_task_vector(goals, *self.inputs(reward), weight,
                                         self.cfg.reward_temperature).cpu()
 
     @torch.no_grad()
     def predict_q(self, obs, action, z) -> torch.Tensor:
         """Q^beta_r(s, a) = F(s, a)^T z_r / (1 - gamma) (normalised successor measure)."""
         obs, action, z = self.inputs(obs, action, z)
-        q = torch.einsum("end,d->en", self.F(obs, action), z)
+        q = torch.einsum("end,d->en", self.F(self.observations(obs), action), z)
         return (aggregate_heads(q, self.cfg.q_agg) / (1.0 - self.gamma)).cpu()
 
     @torch.no_grad()
     def predict_successor_ratio(self, obs, action, goal_obs, goal_action, z=None) -> torch.Tensor:
         obs, action, goal_obs, goal_action = self.inputs(obs, action, goal_obs, goal_action)
-        F = aggregate_heads(self.F(obs, action), "mean")
-        return (F @ self.B(goal_obs, goal_action).T).cpu()
+        F = aggregate_heads(self.F(self.observations(obs), action), "mean")
+        return (F @ self.B(self.observations(goal_obs), goal_action).T).cpu()
 
     @torch.no_grad()
     def act(self, obs, z) -> torch.Tensor:
@@ -215,7 +231,7 @@ class OneStepFB(CheckpointedAgent):
             all_obs, all_act = all_actions_for(obs, self.n_actions)
             return self.predict_q(all_obs, all_act, z).reshape(-1, self.n_actions).argmax(1)
         z_hat = losses.project_to_sphere(z)[None].expand(obs.shape[0], -1)
-        return self.actor(obs, z_hat).clamp(-1.0, 1.0).cpu()
+        return self.actor(self.observations(obs), z_hat).clamp(-1.0, 1.0).cpu()
 
 
 def run(task: Any, cfg: Config, run: Any) -> None:

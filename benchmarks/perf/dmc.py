@@ -3,6 +3,7 @@ update achieves against this process's own fp32 GEMM rate (measured right before
 machines are shared and noisy), and reward-free collection env-steps/s with 1 and 2 workers."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -137,6 +138,99 @@ def measure(seconds: float) -> dict:
                 out["updates"][key] = measure_update(algo, cfg, seconds, bf16=bf16, device="cuda")
                 out["updates"][key]["hours_per_1M_updates"] = round(1e6 / out["updates"][key]["updates_per_s"] / 3600, 2)
     out["collection"] = measure_collection(seconds)
+    out["pixels"] = measure_pixels(seconds)
+    torch.set_num_threads(cores)
     out["targets"] = {"paper_fraction_of_gemm_min": 0.85, "cpu_fraction_of_gemm_min": 0.65,
                       "collection_speedup_2_vs_1_min": 1.6}
     return out
+
+
+# ---- pixels (issue 18) ------------------------------------------------------------------------------------
+PIXEL_SETTINGS = {"image_size": 64, "frame_stack": 3, "render_flags": {"shadow": False, "reflection": False}}
+# The cpu grid's pixel networks (benchmarks/configs/dmc.yaml, size cpu): state widths, one shared encoder of
+# 3 stride-2 convolutions with 16 channels, batch 64; and, for comparison, DrQ's width (32 channels) at 128.
+PIXEL_CPU = {"encoder": "shared", "encoder_arch": "conv_stride2", "encoder_features": 50,
+             "encoder_channels": 16, "batch_size": 64}
+PIXEL_WIDER = {**PIXEL_CPU, "encoder_channels": 32, "batch_size": 128}
+
+
+def measure_rendering(episodes: int = 8, length: int = 250) -> dict:
+    """Frames/s of `b2fb render` (walker, camera 0, 64 px, shadows and reflections off) with 1 and 2
+    workers on the same small random dataset (`episodes` x `length` steps), each from scratch.  Two rates:
+    over the call (worker start-up included) and per CPU second of the workers (what the cores cost)."""
+    from suites.dmc.collect import collect
+    from suites.dmc.pixels import RenderSettings, render_dataset
+
+    settings = RenderSettings.make(DOMAIN, 64, 0, PIXEL_SETTINGS["render_flags"])
+    out = {"domain": DOMAIN, "settings": settings.dirname, "frames": episodes * (length + 1)}
+    with tempfile.TemporaryDirectory() as tmp:
+        collect(DOMAIN, "random", episodes * length, os.path.join(tmp, "d"), workers=1, episode_length=length,
+                progress=False)
+        for workers in (1, 2):
+            summary = render_dataset(os.path.join(tmp, "d"), settings, workers=workers, progress=False)
+            out[f"{workers}_workers_frames_per_s"] = round(summary["frames_per_second"], 1)
+            out[f"{workers}_workers_cpu_ms_per_frame"] = round(1e3 * summary["cpu_seconds_per_frame"], 2)
+            out["renderer"] = summary["renderer"]
+            import shutil
+
+            shutil.rmtree(summary["out_dir"])
+    out["speedup_2_vs_1"] = round(out["2_workers_frames_per_s"] / out["1_workers_frames_per_s"], 2)
+    return out
+
+
+def measure_pixel_update(algo: str, seconds: float, pixel_config: dict | None = None) -> dict:
+    """A pixel update at the cpu grid's size against the same update on the encoder's 50 features (encoder
+    none, obs_dim 50): the difference is the encoder's share (forward on s and s', backward, shift).  CPU
+    time of this process (robust to other processes on the machine), and FLOPs."""
+    pixel_config = pixel_config or PIXEL_CPU
+    batch = pixel_config["batch_size"]
+    base = dataclasses.asdict(SIZES["cpu"][algo])
+    cls = fb.FB if algo == "fb" else onestep_fb.OneStepFB
+    spec = get_domain(DOMAIN)
+    g = torch.Generator().manual_seed(0)
+    shape = (3 * PIXEL_SETTINGS["frame_stack"], 64, 64)
+    out = {}
+    for name, cfg, obs in (
+            ("pixels", {**base, **pixel_config},
+             lambda n: torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g)),
+            ("features", {**base, "batch_size": batch}, lambda n: torch.randn(n, 50, generator=g))):
+        config = type(SIZES["cpu"][algo])(**{**cfg, "batch_size": batch})
+        torch.manual_seed(0)
+        agent = cls(config, shape if name == "pixels" else 50, spec.action_dim, 0, 0.98)
+        b = TransitionBatch(obs(batch), torch.rand(batch, spec.action_dim, generator=g) * 2 - 1, obs(batch),
+                            torch.rand(batch, spec.action_dim, generator=g) * 2 - 1)
+        for _ in range(2):
+            agent.update(b, g)
+        with FlopCounterMode(display=False) as counter:
+            agent.update(b, g)
+        count, w0, c0 = 0, time.perf_counter(), time.process_time()
+        while time.perf_counter() - w0 < seconds or count < 3:
+            agent.update(b, g)
+            count += 1
+        cpu, wall = (time.process_time() - c0) / count, (time.perf_counter() - w0) / count
+        out[name] = {"cpu_ms_per_update": round(1e3 * cpu, 1), "wall_ms_per_update": round(1e3 * wall, 1),
+                     "gflop_per_update": round(counter.get_total_flops() / 1e9, 3), "updates_timed": count}
+    out["encoder_share_of_cpu_time"] = round(1 - out["features"]["cpu_ms_per_update"]
+                                             / out["pixels"]["cpu_ms_per_update"], 3)
+    out["encoder_share_of_flops"] = round(1 - out["features"]["gflop_per_update"]
+                                          / out["pixels"]["gflop_per_update"], 3)
+    return out
+
+
+def measure_pixels(seconds: float) -> dict:
+    """`b2fb perf --suite dmc --part pixels`: rendering with 1 and 2 workers, and a cpu-size pixel update of
+    each algorithm (1 thread, as a Ray trial) with the encoder's share, beside the fp32 GEMM rate."""
+    torch.set_num_threads(1)
+    out = {"threads": 1, "gemm_gflops_fp32_before": round(gemm_gflops(), 1), "updates": {}}
+    for algo in ("fb", "onestep_fb"):
+        out["updates"][f"{algo}/cpu-pixels/16ch-b64"] = measure_pixel_update(algo, seconds, PIXEL_CPU)
+        out["updates"][f"{algo}/cpu-pixels/32ch-b128"] = measure_pixel_update(algo, seconds, PIXEL_WIDER)
+    out["gemm_gflops_fp32_after"] = round(gemm_gflops(), 1)
+    out["rendering"] = measure_rendering()
+    out["targets"] = {"render_speedup_2_vs_1_min": 1.8}
+    out["note"] = ("16ch-b64 is the cpu grid's pixel setting; measured with 1 thread, CPU time per update "
+                   "(process time) beside wall time: on a shared machine CPU time is the steadier number")
+    return out
+
+
+PARTS = {"pixels": measure_pixels}

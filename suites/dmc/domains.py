@@ -11,7 +11,7 @@ import dataclasses
 from suites.errors import UserError
 from suites.registry import did_you_mean, lookup
 
-__all__ = ["Domain", "DOMAINS", "get_domain", "check_task", "task_id", "zeroshot_task_id"]
+__all__ = ["Domain", "DOMAINS", "get_domain", "check_task", "task_id", "zeroshot_task_id", "pixel_task_id"]
 
 VERSION = 0  # the suite's base version; a domain's own `version` is bumped with anything that changes its
              # numbers (reward, model, initial state, episode length, observation)
@@ -108,3 +108,8 @@ def task_id(domain: str, task: str) -> str:
 def zeroshot_task_id(domain: str) -> str:
     """The domain's zero-shot benchmark task: 'walker' -> 'dmc/walker-zeroshot-v0'."""
     return f"dmc/{domain.replace('_', '-')}-zeroshot-v{get_domain(domain).version}"
+
+
+def pixel_task_id(domain: str) -> str:
+    """The domain's zero-shot task from pixels: 'walker' -> 'dmc/walker-zeroshot-pixels-v0'."""
+    return f"dmc/{domain.replace('_', '-')}-zeroshot-pixels-v{get_domain(domain).version}"

@@ -5,6 +5,11 @@ the project's (suites.dmc.rewards), with native action units:
   walker, cheetah, quadruped: dm_control.suite's own model, initial states and observations for the
     domain (quadruped: the floor size of the suite's task; stand and jump use walk's, as URLB does);
   jaco: suites.dmc.jaco (composer);  point_mass_maze: suites.dmc.maze.
+With `pixels=True` (the environments that pixel datasets and pixel evaluation render, suites/dmc/pixels.py)
+the model differs only in what a camera sees, never in its dynamics, rewards or observations: quadruped's
+floor is walk's for every task (the size the data were collected with: one picture for one dataset), and
+jaco gets a fixed camera (ExORL's FRONT_CLOSE) and its target site is hidden (one dataset serves the four
+reach tasks).
 For the suite tasks the reward equals the suite's own reward (tested), so the environment is the suite's
 environment.  The other tasks keep the domain's suite initial states and observations (as URLB does).
 
@@ -56,7 +61,7 @@ class QuadrupedTask(_ProjectReward, quadruped.Move):
     (78-d)."""
 
 
-def _walker(task: str, random: np.random.RandomState) -> control.Environment:
+def _walker(task: str, random: np.random.RandomState, pixels: bool = False) -> control.Environment:
     physics = walker.Physics.from_xml_string(*walker.get_model_and_assets())
     # move_speed only enters the suite's own reward, which the project's replaces.
     suite_task = WalkerTask(reward=rewards.REWARDS["walker"][task], move_speed=0, random=random)
@@ -64,7 +69,7 @@ def _walker(task: str, random: np.random.RandomState) -> control.Environment:
                                flat_observation=True)
 
 
-def _cheetah(task: str, random: np.random.RandomState) -> control.Environment:
+def _cheetah(task: str, random: np.random.RandomState, pixels: bool = False) -> control.Environment:
     physics = cheetah.Physics.from_xml_string(*cheetah.get_model_and_assets())
     suite_task = CheetahTask(reward=rewards.REWARDS["cheetah"][task], random=random)
     return control.Environment(physics, suite_task, time_limit=10, control_timestep=0.01,
@@ -74,17 +79,21 @@ def _cheetah(task: str, random: np.random.RandomState) -> control.Environment:
 # Floor half-size = time limit x target speed, as dm_control.suite.quadruped builds walk and run.  A
 # plane is infinite for collisions, so the size changes only rendering; stand and jump use walk's.
 QUADRUPED_FLOOR_SIZE = {"run": 20 * 5, "walk": 20 * 0.5, "stand": 20 * 0.5, "jump": 20 * 0.5}
+# Pixels: one floor for every task, data and evaluation alike: walk's, the size of the environment that
+# collects the domain's data (suites.dmc.collect builds the first task's, jump, which uses walk's).
+QUADRUPED_PIXEL_FLOOR_SIZE = QUADRUPED_FLOOR_SIZE["walk"]
 
 
-def _quadruped(task: str, random: np.random.RandomState) -> control.Environment:
-    xml = quadruped.make_model(floor_size=QUADRUPED_FLOOR_SIZE[task])
+def _quadruped(task: str, random: np.random.RandomState, pixels: bool = False) -> control.Environment:
+    floor = QUADRUPED_PIXEL_FLOOR_SIZE if pixels else QUADRUPED_FLOOR_SIZE[task]
+    xml = quadruped.make_model(floor_size=floor)
     physics = quadruped.Physics.from_xml_string(xml, common.ASSETS)
     suite_task = QuadrupedTask(reward=rewards.REWARDS["quadruped"][task], desired_speed=0, random=random)
     return control.Environment(physics, suite_task, time_limit=20, control_timestep=0.02,
                                flat_observation=True)
 
 
-BUILDERS: dict[str, Callable[[str, np.random.RandomState], object]] = {
+BUILDERS: dict[str, Callable[..., object]] = {
     "walker": _walker,
     "cheetah": _cheetah,
     "quadruped": _quadruped,
@@ -93,12 +102,14 @@ BUILDERS: dict[str, Callable[[str, np.random.RandomState], object]] = {
 }
 
 
-def make_dm_env(domain: str, task: str, random: np.random.RandomState | int | None = None):
-    """The dm_control environment (dm_env interface, native action units) of one task."""
+def make_dm_env(domain: str, task: str, random: np.random.RandomState | int | None = None,
+                pixels: bool = False):
+    """The dm_control environment (dm_env interface, native action units) of one task; `pixels`: the model
+    that pixel observations are rendered from (see the module docstring)."""
     check_task(domain, task)
     if not isinstance(random, np.random.RandomState):
         random = np.random.RandomState(random)
-    return BUILDERS[domain](task, random)
+    return BUILDERS[domain](task, random, pixels=pixels) if pixels else BUILDERS[domain](task, random)
 
 
 def _flatten(observation) -> np.ndarray:
@@ -119,13 +130,13 @@ class DMCEnv:
         state = env.get_state()               # physics state (qpos, qvel, act) for relabelling
     """
 
-    def __init__(self, domain: str, task: str, seed: int | None = None):
+    def __init__(self, domain: str, task: str, seed: int | None = None, pixels: bool = False):
         self.spec: Domain = check_task(domain, task)
-        self.domain, self.task = domain, task
+        self.domain, self.task, self.pixels = domain, task, pixels
         self.episode_length = self.spec.episode_length
         self.obs_dim, self.action_dim = self.spec.obs_dim, self.spec.action_dim
         self._random = np.random.RandomState(seed)
-        self.dm_env = make_dm_env(domain, task, self._random)
+        self.dm_env = make_dm_env(domain, task, self._random, pixels=pixels)
         action_spec = self.dm_env.action_spec()
         low = np.broadcast_to(np.asarray(action_spec.minimum, np.float64), action_spec.shape)
         high = np.broadcast_to(np.asarray(action_spec.maximum, np.float64), action_spec.shape)

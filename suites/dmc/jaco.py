@@ -33,20 +33,25 @@ from suites.dmc import _mujoco  # noqa: F401  (before dm_control: see _mujoco.py
 from dm_control import composer
 from dm_control.composer import initializers
 from dm_control.composer.variation import distributions
-from dm_control.manipulation.shared import arenas, constants, observations, robots, workspaces
+from dm_control.manipulation.shared import arenas, cameras, constants, observations, robots, workspaces
 
 from suites.dmc import rewards
 
 TIME_LIMIT = 10.0  # seconds: 250 control steps of 0.04 s
 TCP_SPAWN_BOX = ((-0.2, -0.2, 0.02), (0.2, 0.2, 0.4))  # ExORL `_SITE_WORKSPACE.tcp_bbox` (see above)
+# Pixel observations (suites/dmc/pixels.py): dm_control.manipulation's FRONT_CLOSE camera, the one ExORL's
+# jaco pixel tasks observe through (`cameras.add_camera_observables(arena, ..., cameras.FRONT_CLOSE)`).
+PIXEL_CAMERA = cameras.FRONT_CLOSE
 
 
 class JacoReach(composer.Task):
     """Bring the Jaco hand's tool centre point to a fixed target."""
 
-    def __init__(self, target: tuple[float, float, float]):
+    def __init__(self, target: tuple[float, float, float], pixels: bool = False):
         self._target = tuple(target)
         self._arena = arenas.Standard()
+        if pixels:  # a fixed camera to render from: ExORL's jaco pixels use this one (84 px there)
+            self._arena.mjcf_model.worldbody.add("camera", **PIXEL_CAMERA._asdict())
         self._arm = robots.make_arm(obs_settings=observations.PERFECT_FEATURES)
         self._hand = robots.make_hand(obs_settings=observations.PERFECT_FEATURES)
         self._arm.attach(self._hand)
@@ -56,8 +61,12 @@ class JacoReach(composer.Task):
             self._hand, self._arm, position=distributions.Uniform(*TCP_SPAWN_BOX),
             quaternion=workspaces.DOWN_QUATERNION)
         # Visual only (sites never collide); the reward uses the constant target.
+        # Pixels: hidden (a site group that is not rendered), so the four tasks share one picture and one
+        # pixel dataset; as the target is not observed in the state version either, the task stays a
+        # zero-shot one (the reward alone names the target).
         workspaces.add_target_site(body=self._arena.mjcf_model.worldbody, radius=rewards.JACO_TARGET_RADIUS,
-                                   visible=True, rgba=constants.RED, name="target_site", pos=self._target)
+                                   visible=not pixels, rgba=constants.RED, name="target_site",
+                                   pos=self._target)
         if self._hand.tool_center_point.full_identifier != rewards.JACO_TCP_SITE:
             raise RuntimeError(f"the Jaco tool centre point is {self._hand.tool_center_point.full_identifier!r}, "
                                f"not {rewards.JACO_TCP_SITE!r}: dm_control changed its model")
@@ -82,6 +91,8 @@ class JacoReach(composer.Task):
         return rewards.jaco_reach(physics, self._target)
 
 
-def make_environment(task: str, random: np.random.RandomState) -> composer.Environment:
-    return composer.Environment(JacoReach(rewards.JACO_TARGETS[task]), time_limit=TIME_LIMIT,
+def make_environment(task: str, random: np.random.RandomState, pixels: bool = False) -> composer.Environment:
+    """`pixels`: with the camera FRONT_CLOSE (named "front_close") and the target site hidden; dynamics,
+    rewards and observations are the same."""
+    return composer.Environment(JacoReach(rewards.JACO_TARGETS[task], pixels), time_limit=TIME_LIMIT,
                                 random_state=random)

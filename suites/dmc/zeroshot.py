@@ -170,3 +170,183 @@ class DMCZeroShotTask:
             obs = np.stack([s[0] for s in steps])
             returns += [s[1] for s in steps]
         return returns.tolist()
+
+
+# ---- pixels -----------------------------------------------------------------------------------------------
+def make_pixel_zeroshot_task(domain: str, image_size: int = 64, frame_stack: int = 3,
+                             camera: int | str | None = None,
+                             render_flags: dict | None = None, eval_episode_length: int | None = None,
+                             **state_kwargs) -> "DMCPixelZeroShotTask":
+    """Registry entry point of `dmc/<domain>-zeroshot-pixels-v<version>`: the state task's data, split and
+    protocol (every kwarg of `make_zeroshot_task`), observed through a camera (suites/dmc/pixels.py).
+
+    image_size, camera, render_flags: what a frame is (dm_control `render_flag_overrides`, e.g.
+        {shadow: false, reflection: false}); frame_stack: frames per observation (channels [3k, size, size]);
+    eval_episode_length: shorter evaluation episodes, for smoke runs only (None: the domain's length)."""
+    from suites.dmc.pixels import RenderSettings
+
+    state = make_zeroshot_task(domain, **state_kwargs)
+    settings = RenderSettings.make(domain, image_size, camera, render_flags)
+    if isinstance(frame_stack, bool) or not isinstance(frame_stack, int) or not 1 <= frame_stack <= 16:
+        raise UserError(f"dmc/{domain}: task kwarg frame_stack must be an integer in [1, 16], got "
+                        f"{frame_stack!r}")
+    spec = get_domain(domain)
+    if eval_episode_length is not None and (isinstance(eval_episode_length, bool) or not isinstance(
+            eval_episode_length, int) or not 1 <= eval_episode_length <= spec.episode_length):
+        raise UserError(f"dmc/{domain}: task kwarg eval_episode_length must be an integer in [1, "
+                        f"{spec.episode_length}] or null, got {eval_episode_length!r}")
+    task = DMCPixelZeroShotTask.__new__(DMCPixelZeroShotTask)
+    task.__dict__.update(state.__dict__)
+    task.settings, task.frame_stack = settings, frame_stack
+    task.obs_dim = (3 * frame_stack, settings.size, settings.size)
+    if eval_episode_length is not None:
+        task.episode_length = eval_episode_length
+    task._renderer = None
+    return task
+
+
+class DMCPixelZeroShotTask(DMCZeroShotTask):
+    """The zero-shot task of a domain from pixels.  Transitions, rewards, split and inference rows are the
+    state task's, one for one; observations are stacks of rendered frames, uint8 [3k, size, size].
+
+    Data: `prepare` collects the state dataset as the state task does, then renders the frames of the
+    episodes a trial loads (resumable; 2 workers).  Evaluation: the lockstep rollout renders every
+    environment after each step and keeps its last k frames (the reset frame repeated at the start, as the
+    data's stacks are clamped).  Agents that do not look at observations (the fixed-policy baselines,
+    `uses_observations = False`) are evaluated without rendering: their returns are those of the state task.
+    The manifest's data hashes record the frames' sha256 and the GL renderer of the data and of the
+    evaluation."""
+
+    # ---- data ----------------------------------------------------------------------------------------
+    def _state_files(self) -> tuple[Path, list[str], dict[str, str]]:
+        """The state dataset directory, the episode files a trial loads, and every state file's sha256."""
+        from suites.dmc import dataset as ds
+        from suites.dmc.pixels import _state_meta
+
+        directory = ds._resolve_directory(self.path.expanduser().resolve(), self.domain)
+        files, _ = ds.list_episode_files(directory)
+        lengths = [ds._episode_length_of(p.name) for p in files]
+        start, stop = ds._select_episodes(lengths, 0, self.train_size + self.val_size)
+        hashes = _state_meta(directory, self.domain).get("files") or {}
+        return directory, [p.name for p in files[start:stop]], hashes
+
+    def validate(self) -> None:
+        """Before any trial: frames already rendered were rendered from today's state files, the state dataset
+        is sound when it is given, and rendering works here (camera, GL backend: one frame in a fresh
+        process)."""
+        from suites.dmc import dataset as ds
+        from suites.dmc.pixels import check_not_stale, probe
+
+        if self.path.exists() and any(self.path.glob("*.npz")) and (
+                (ds.read_meta(self.path) or {}).get("status", "complete") == "complete"):
+            directory, _, hashes = self._state_files()
+            check_not_stale(directory, self.settings, hashes)
+        super().validate()
+        self._renderer = probe(self.settings)
+
+    def prepare(self) -> None:
+        """The state dataset (collected when the grid asks), then the frames of the episodes trials load."""
+        import os
+
+        from suites.dmc.pixels import render_dataset
+
+        super().prepare()
+        directory, names, _ = self._state_files()
+        print(f"dmc/{self.domain}: pixels {directory / self.settings.dirname} ({len(names)} episodes)",
+              flush=True)
+        render_dataset(directory, self.settings, workers=min(2, os.cpu_count() or 1), names=names)
+
+    def _load(self) -> None:
+        if self._train is None:
+            from suites.dmc.dataset import load_dataset, split_dataset
+            from suites.dmc.pixels import FrameStacks, load_frames, transition_rows
+
+            data = load_dataset(self.path, self.domain, size=self.train_size + self.val_size)
+            self._train, self._val = split_dataset(data, self.train_size, self.val_size)
+            from suites.dmc.dataset import _resolve_directory
+
+            directory = _resolve_directory(self.path.expanduser().resolve(), self.domain)
+            frames, _, meta = load_frames(directory, self.settings, data.files, data.file_hashes)
+            row, start = transition_rows(data.episode_rows, data.episode_lengths)
+            stacks = FrameStacks(frames, row, start, self.frame_stack)
+            n_train = len(self._train)
+            if self._val.files[0] != data.files[len(self._train.files)]:
+                raise RuntimeError("the validation split does not follow the training split")
+            self._stacks = stacks.subset(0, n_train)
+            self._val_stacks = stacks.subset(n_train, n_train + len(self._val))
+            self._sha256, self._pixel_sha256 = data.sha256, meta["sha256"]
+            self._data_renderer = meta.get("gl_renderer")
+            t = self._train
+            self._tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in (t.action,
+                                                                                      t.next_action))
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> TransitionBatch:
+        self._load()
+        idx = torch.randint(0, len(self._train), (batch_size,), generator=generator)
+        rows = idx.numpy()
+        action, next_action = (t[idx] for t in self._tensors)
+        return TransitionBatch(torch.from_numpy(self._stacks.obs(rows)), action,
+                               torch.from_numpy(self._stacks.next_obs(rows)), next_action)
+
+    def data_hashes(self) -> dict[str, str]:
+        """The state dataset's sha256, the frames' sha256 (the loaded episodes), and the GL renderer that
+        rendered the frames and the one this process evaluates with (frames may differ between renderers)."""
+        self._load()
+        if self._renderer is None:
+            from suites.dmc.pixels import gl_renderer
+
+            env = self._make_env(self.tasks[0])
+            env.reset(seed=0)
+            self._renderer = gl_renderer(env.physics)
+        return {f"dataset:{self.domain}": self._sha256, f"pixels:{self.domain}": self._pixel_sha256,
+                "render:data": str(self._data_renderer), "render:eval": self._renderer}
+
+    # ---- evaluation ----------------------------------------------------------------------------------
+    def inference_batch(self, task: str) -> tuple[TransitionBatch, torch.Tensor]:
+        self._load()
+        v, n = self._val, self.inference_samples
+        rows = np.arange(n)
+        batch = TransitionBatch(torch.from_numpy(self._val_stacks.obs(rows)),
+                                torch.from_numpy(np.ascontiguousarray(v.action[:n])),
+                                torch.from_numpy(self._val_stacks.next_obs(rows)),
+                                torch.from_numpy(np.ascontiguousarray(v.next_action[:n])))
+        return batch, torch.from_numpy(np.ascontiguousarray(v.rewards[task][:n]))
+
+    @torch.no_grad()
+    def evaluate(self, agent: Any) -> EvalResult:
+        if getattr(agent, "uses_observations", True):
+            return super().evaluate(agent)
+        # a fixed policy: the state task's rollout (same dynamics, start states, returns)
+        rows, metrics = [], {}
+        for task in self.tasks:
+            returns = DMCZeroShotTask.rollout(self, task, lambda obs: agent.act(torch.from_numpy(obs),
+                                                                                None).numpy())
+            metrics[f"{task}/return"] = float(np.mean(returns))
+            rows += [{"task": task, "episode": i, "return": float(r)} for i, r in enumerate(returns)]
+        metrics["return"] = float(np.mean([metrics[f"{t}/return"] for t in self.tasks]))
+        return EvalResult(metrics, rows)
+
+    def _make_env(self, task: str):
+        from suites.dmc.envs import DMCEnv
+
+        return DMCEnv(self.domain, task, pixels=True)
+
+    def rollout(self, task: str, policy, episodes: int | None = None) -> list[float]:
+        """Like the state rollout, with observations = the last k rendered frames of each environment."""
+        episodes = episodes or self.eval_episodes
+        envs = [self._make_env(task) for _ in range(episodes)]
+        k = self.frame_stack
+        stacks = np.empty((episodes, k, 3, self.settings.size, self.settings.size), np.uint8)
+        for i, env in enumerate(envs):
+            env.reset(seed=self.eval_seed + i)
+            stacks[i, :] = self.settings.render(env.physics).transpose(2, 0, 1)
+        returns = np.zeros(episodes)
+        for _ in range(self.episode_length):
+            obs = stacks.reshape(episodes, 3 * k, self.settings.size, self.settings.size)
+            actions = np.asarray(policy(obs), dtype=np.float64).reshape(episodes, self.action_dim)
+            stacks[:, :-1] = stacks[:, 1:].copy()
+            for i, (env, a) in enumerate(zip(envs, actions)):
+                _, reward, _ = env.step(a)
+                returns[i] += reward
+                stacks[i, -1] = self.settings.render(env.physics).transpose(2, 0, 1)
+        return returns.tolist()
