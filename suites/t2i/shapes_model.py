@@ -19,6 +19,7 @@ A weights directory holds
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -118,6 +119,8 @@ class ShapesModelConfig:
     steps_offset: int = 0
     clip_sample: bool = False
     set_alpha_to_one: bool = False
+    # --- output ---
+    decode_size: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("block_out_channels", "down_block_types", "up_block_types"):
@@ -131,10 +134,22 @@ class ShapesModelConfig:
                              "divides by sqrt(alphas_cumprod[-1]) = 0)")
         if self.image_size % (2 ** (len(self.block_out_channels) - 1)):
             raise ValueError(f"image_size {self.image_size} must be divisible by 2^(number of blocks - 1)")
+        if self.decode_size is not None and (self.decode_size < self.image_size
+                                             or self.decode_size % self.image_size):
+            raise ValueError(f"decode_size {self.decode_size} must be a multiple of image_size {self.image_size}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        """The fields as JSON; `decode_size` only when set (a 32 x 32 model's config.json is as before)."""
+        out = {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+               for f in dataclasses.fields(self)}
+        if out["decode_size"] is None:
+            del out["decode_size"]
+        return out
+
+    @property
+    def output_size(self) -> int:
+        """The side of the decoded images (what rewards and the oracle see)."""
+        return self.decode_size or self.image_size
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ShapesModelConfig":
@@ -185,8 +200,12 @@ def build_scheduler(config: ShapesModelConfig | None = None):
     return DDIMScheduler(**(config or ShapesModelConfig()).scheduler_kwargs())
 
 
-def decode(latents):
-    """Pixel-space samples [B, 3, H, W] in [-1, 1] -> images in [0, 1]."""
+def decode(latents, size: int | None = None):
+    """Pixel-space samples [B, 3, H, W] in [-1, 1] -> images in [0, 1]; with `size` (> H), first upsampled to
+    size x size, bicubic (the 16 x 16 world's decoder, ShapesModelConfig's docstring)."""
+    if size is not None and size != latents.shape[-1]:
+        import torch.nn.functional as F
+        latents = F.interpolate(latents, size=(size, size), mode="bicubic", align_corners=False)
     return (latents / 2 + 0.5).clamp(0, 1)
 
 
@@ -264,8 +283,9 @@ def model_from_unet(unet, config: ShapesModelConfig, name: str = "shapes", hashe
     encoder = encoder or shared_encoder(config.text_max_length)
     if encoder.hidden_size != config.cross_attention_dim:
         raise ValueError(f"text encoder width {encoder.hidden_size} != cross_attention_dim {config.cross_attention_dim}")
+    decoder = decode if config.decode_size is None else functools.partial(decode, size=config.decode_size)
     return T2IModel(name=name, unet=unet, scheduler=build_scheduler(config), encode_prompts=encoder,
-                    decode=decode, latent_shape=config.latent_shape,
+                    decode=decoder, latent_shape=config.latent_shape,
                     hashes={**(hashes or {}), **encoder.identity},
                     extras={"config": config, "text_encoder": encoder, **(extras or {})})
 
