@@ -13,7 +13,6 @@ torch = pytest.importorskip("torch")
 from suites.errors import UserError  # noqa: E402
 from suites.t2i import pretrain  # noqa: E402
 from suites.t2i.shapes.oracle import score_images  # noqa: E402
-from suites.t2i.shapes.render import render  # noqa: E402
 from suites.t2i.shapes_model import (DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE, ShapesModelConfig, decode,  # noqa: E402
                                      load_shapes_model)
 

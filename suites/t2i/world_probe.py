@@ -17,7 +17,6 @@ Deterministic for a given model, seed and batch size.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
