@@ -53,11 +53,18 @@ something other than grad E[r]; the cosine says how far.  Groups are cached unde
     python -m benchmarks.gradient_snr_t2i [--size cpu] [--config FILE] [--groups 24] [--images-per-group K]
                                           [--reward NAME] [--tasks ID ..] [--out DIR]
     python -m benchmarks.gradient_snr_t2i --b2 [--groups 50] [--control brightness] [--cache DIR] ...
+    python -m benchmarks.gradient_snr_t2i --config benchmarks/configs/t2i_shapes16.yaml --subsets --cache DIR
+
+--subsets keeps each step's gradient of every group (issue 17's levers): r for the LoRA on all attention
+projections, on the cross-attention ones only and on the self-attention ones only (at the base model LoRA's
+B = 0, so each is exactly a sub-vector of the full gradient), each over all steps, the noisier first half and
+the rest; and run_snr = r x the groups a run spends, with its interval.  --cache makes it resumable.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 from pathlib import Path
@@ -80,14 +87,22 @@ NOTE = ("Per set, `groups` independent prompt groups (one train prompt, `images_
         "images_per_group / r_high: the fewest reward queries one optimizer step needs before its "
         "gradient is as much signal as noise (cosine^2 = 1/2) that the CI allows; run_snr_high = "
         "queries_per_run / images_per_group x r_high: the most signal-to-noise the run's queries carry "
-        "in all (their summed gradient has cosine^2 ~ x / (1 + x) with the mean).  Regenerate: "
+        "in all (their summed gradient has cosine^2 ~ x / (1 + x) with the mean); run_snr / run_snr_low: r "
+        "and r_low times the run's groups (queries_per_run / images_per_group), issue 17's run-level "
+        "signal-to-noise.  With --subsets, `params` (all LoRA / cross-attention / self-attention) and `steps` "
+        "(all / the noisier first half / the rest) restrict the same groups' gradients; oracle_binary and "
+        "mixed_groups (groups with 0 < successes < k) describe the groups' images.  Regenerate: "
         "`python -m benchmarks.gradient_snr_t2i` (see results/t2i/diagnostics/cpu/README.md for each file's "
         "arguments).")
 
 
-def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
-    """[groups, P] float64: the DDPO gradient u_g of each independent prompt group (see the module doc), at
-    the base model with LoRA initialised by `seed`; and the groups' reward spread (mean within-group sd)."""
+def group_gradients(task, cfg, groups: int, k: int, seed: int = 0, cache: Path | None = None,
+                    per_step: bool = False):
+    """[groups, P] float64 (or [groups, T, P] float32 per step with `per_step`): the DDPO gradient u_g of each
+    independent prompt group (see the module doc), at the base model with LoRA initialised by `seed`; the
+    groups' reward spread (mean within-group sd); and per-group extras: {"oracle_binary": [groups, k]} in the
+    shapes world (else empty).  With `cache` (a directory), every 10 groups are written there with the
+    sampler's generator state, and a rerun resumes after the last part written."""
     import torch
 
     from algorithms.diffusion import core
@@ -99,9 +114,20 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
     core.add_lora(model.unet, rank=cfg.lora_rank, seed=seed)
     params = core.lora_parameters(model.unet)
     reward_fn = task.reward_fn()
+    oracle = task._reward("oracle_binary") if task.shapes_world else None
     prompts = list(task.train_prompts)
-    rows, spreads = [], []
-    for _ in range(groups):
+    rows, spreads, successes = [], [], []
+    parts = sorted(cache.glob("part_*.npz")) if cache is not None and cache.is_dir() else []
+    for part in parts:                                      # resume: the groups measured before
+        stored = np.load(part)
+        rows += list(stored["grads"])
+        spreads += list(stored["spreads"])
+        successes += list(stored["oracle_binary"]) if "oracle_binary" in stored.files else []
+        generator.set_state(torch.from_numpy(stored["generator"]))
+    if len(rows) > groups:
+        rows, spreads, successes = rows[:groups], spreads[:groups], successes[:groups]
+    written = len(rows)
+    while len(rows) < groups:
         prompt = prompts[int(torch.randint(len(prompts), (1,), generator=generator))]
         model.unet.eval()
         with torch.no_grad():
@@ -109,6 +135,8 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
                                             cfg.sample_eta, generator=generator)
         rewards = np.asarray(reward_fn(traj.images, traj.prompts), np.float64)
         spreads.append(float(rewards.std()))
+        if oracle is not None:
+            successes.append(np.asarray(oracle(traj.images, traj.prompts), np.float32))
         # a fresh tracker with min_count <= k normalises within the group, as a run's tracker does once
         # it has seen the prompt
         advantages = core.PerPromptStatTracker(cfg.stat_buffer_size, min(k, cfg.stat_min_count)).update(
@@ -116,6 +144,7 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
         batch = core.make_transitions(traj, advantages)
         adv = batch.advantages.clamp(-cfg.adv_clip_max, cfg.adv_clip_max)
         model.unet.train()
+        steps = []
         for p in params:
             p.grad = None
         for j in range(batch.num_steps):
@@ -124,8 +153,48 @@ def group_gradients(task, cfg, groups: int, k: int, seed: int = 0):
                                              cfg.guidance_scale, cfg.sample_eta, train_cfg=cfg.train_cfg,
                                              num_steps=cfg.sample_num_steps)
             (-(adv * log_prob).sum()).backward()
-        rows.append(torch.cat([p.grad.reshape(-1) for p in params]).double().numpy().copy())
-    return np.stack(rows), float(np.mean(spreads))
+            if per_step:
+                steps.append(torch.cat([p.grad.reshape(-1) for p in params]).numpy().copy())
+                for p in params:
+                    p.grad = None
+        rows.append(np.stack(steps) if per_step else torch.cat([p.grad.reshape(-1) for p in params]).double().numpy())
+        if cache is not None and (len(rows) % 10 == 0 or len(rows) == groups):
+            cache.mkdir(parents=True, exist_ok=True)
+            extra = {"oracle_binary": np.stack(successes[written:])} if successes else {}
+            tmp = cache / f".part_{len(rows):05d}.npz"
+            with open(tmp, "wb") as handle:
+                np.savez(handle, grads=np.stack(rows[written:]), spreads=np.asarray(spreads[written:]),
+                         generator=generator.get_state().numpy(), **extra)
+            tmp.replace(cache / f"part_{len(rows):05d}.npz")
+            written = len(rows)
+            print(f"  {len(rows)}/{groups} groups", flush=True)
+    extras = {"oracle_binary": np.stack(successes)} if successes else {}
+    return np.stack(rows), float(np.mean(spreads)), extras
+
+
+PARAM_SUBSETS = {"all": None, "cross": ".attn2.", "self": ".attn1."}
+
+
+def param_masks(task, cfg) -> dict[str, np.ndarray]:
+    """For each of PARAM_SUBSETS, a boolean mask over the flattened LoRA gradient: all attention projections
+    (the runs' LoRA), the cross-attention ones only (attn2: the text conditioning) or the self-attention ones
+    (attn1).  At the base model LoRA's B = 0, so a subset's gradient is exactly the sub-vector of the full one:
+    a LoRA on that subset alone would measure the same."""
+    from algorithms.diffusion import core
+
+    model = task.load_model()
+    core.add_lora(model.unet, rank=cfg.lora_rank, seed=0)
+    named = [(n, p.numel()) for n, p in model.unet.named_parameters() if ".lora_" in n]
+    out = {}
+    for subset, marker in PARAM_SUBSETS.items():
+        out[subset] = np.concatenate([np.full(size, marker is None or marker in name) for name, size in named])
+    return out
+
+
+def step_subsets(num_steps: int) -> dict[str, slice]:
+    """all steps; the noisier first half (ceil(T / 2) steps, where the layout is decided) and the rest."""
+    half = (num_steps + 1) // 2
+    return {"all": slice(0, num_steps), "early": slice(0, half), "late": slice(half, num_steps)}
 
 
 def snr_from_gram(gram: np.ndarray, counts: np.ndarray | None = None) -> tuple[float, float]:
@@ -163,8 +232,10 @@ def with_budget_bounds(frame: pd.DataFrame) -> pd.DataFrame:
     """Adds what r's upper bound allows: queries_needed_low (queries one step needs for a half-signal
     gradient, at least) and run_snr_high (the whole run's signal-to-noise, at most)."""
     high = frame.r_high.where(frame.r_high > 0)
+    groups = frame.queries_per_run / frame.images_per_group
     return frame.assign(queries_needed_low=(frame.images_per_group / high).fillna(np.inf),
-                        run_snr_high=(frame.queries_per_run / frame.images_per_group * frame.r_high).clip(lower=0))
+                        run_snr_high=(groups * frame.r_high).clip(lower=0),
+                        run_snr=groups * frame.r, run_snr_low=groups * frame.r_low)
 
 
 B2_NOTE = ("B²-DiffuRL's gradient estimators at the base model (module doc of benchmarks/gradient_snr_t2i.py).  "
@@ -429,14 +500,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", default="brightness",
                         help="--b2: also measure this reward on composition (or the first set) as a positive "
                              "control ('none': skip)")
-    parser.add_argument("--cache", default="data/gradient_snr_b2",
-                        help="--b2: where each sampling's group gradients are cached (resumable)")
+    parser.add_argument("--cache", default=None,
+                        help="where group gradients are cached, so an interrupted run resumes (--b2: default "
+                             "data/gradient_snr_b2; DDPO: none unless given)")
+    parser.add_argument("--subsets", action="store_true",
+                        help="DDPO: keep each step's gradient and report r for parameter subsets (all LoRA, cross-"
+                             "attention only, self-attention only) x step subsets (all, early half, late half)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; --b2: 1)")
     parser.add_argument("--out", default="results/t2i/diagnostics/cpu",
                         help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu)")
     args = parser.parse_args(argv)
     try:
         if args.groups < 3:
             raise UserError(f"--groups must be >= 3 to separate signal from noise (got {args.groups})")
+        if args.threads is not None and args.threads < 1:
+            raise UserError(f"--threads must be >= 1 (got {args.threads})")
+        if args.subsets and args.b2:
+            raise UserError("--subsets measures DDPO's estimator; drop --b2 or --subsets")
         exp = load_experiment("t2i", args.size, args.config)
         trials = [t for t in exp.trials() if t.algorithm == "ddpo" and "shapes-" in t.task_id]
         if not trials:
@@ -463,7 +543,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.b2:
         import torch
         torch.set_num_threads(1)                                 # one core, as each trial of a bench
+        args.cache = args.cache or "data/gradient_snr_b2"
         return main_b2(args, trials, configs)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     rows = []
     for task_id in args.tasks or known:
         trial, cfg = next(t for t in trials if t.task_id == task_id), configs[task_id]
@@ -472,13 +556,32 @@ def main(argv: list[str] | None = None) -> int:
         per_run = cfg.sample_batch_size * cfg.sample_num_batches_per_epoch * cfg.num_epochs
         kwargs = dict(trial.task_kwargs) | ({"reward": args.reward} if args.reward else {})
         task = registry.get(task_id).with_kwargs(**kwargs).make()
-        grads, spread = group_gradients(task, cfg, args.groups, k)
-        summary = snr_summary(grads)
-        rows.append({"prompt set": task_id.split("/")[1], "reward": kwargs["reward"], "groups": args.groups,
-                     "images_per_group": k,
-                     "reward_sd_in_group": spread, **summary, "queries_per_step": per_step,
-                     "queries_per_run": per_run})
-        print(f"{task_id}: r = {summary['r']:.4f} [{summary['r_low']:.4f}, {summary['r_high']:.4f}]", flush=True)
+        cache = None
+        if args.cache:
+            key = json.dumps([task_id, kwargs, dataclasses.asdict(cfg), k, args.subsets, task.load_model_hashes()],
+                             sort_keys=True, default=str)
+            cache = Path(args.cache) / f"{task_id.split('/')[1]}_{kwargs['reward']}_k{k}_" \
+                                       f"{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+        grads, spread, extras = group_gradients(task, cfg, args.groups, k, cache=cache, per_step=args.subsets)
+        common = {"prompt set": task_id.split("/")[1], "reward": kwargs["reward"], "groups": args.groups,
+                  "images_per_group": k, "reward_sd_in_group": spread}
+        if "oracle_binary" in extras:
+            wins = extras["oracle_binary"].sum(1)
+            common |= {"oracle_binary": float(extras["oracle_binary"].mean()),
+                       "mixed_groups": float(np.mean((wins > 0) & (wins < k)))}
+        budget = {"queries_per_step": per_step, "queries_per_run": per_run}
+        if not args.subsets:
+            summary = snr_summary(grads)
+            rows.append({**common, **summary, **budget})
+            print(f"{task_id}: r = {summary['r']:.4f} [{summary['r_low']:.4f}, {summary['r_high']:.4f}]", flush=True)
+            continue
+        masks = param_masks(task, cfg)
+        for subset, mask in masks.items():
+            for steps, chosen in step_subsets(grads.shape[1]).items():
+                summary = snr_summary(grads[:, chosen][:, :, mask].sum(1, dtype=np.float64))
+                rows.append({**common, "params": subset, "steps": steps, **summary, **budget})
+                print(f"{task_id} params {subset} steps {steps}: r = {summary['r']:.4f} [{summary['r_low']:.4f}, "
+                      f"{summary['r_high']:.4f}], run snr {summary['r'] * per_run / k:.2f}", flush=True)
     rewards = "_".join(sorted({row["reward"] for row in rows}))
     write_table(Path(args.out), f"gradient_snr_{rewards}", f"DDPO gradient signal-to-noise at the base model, "
                 f"reward {rewards}, t2i {args.size} grid", with_budget_bounds(pd.DataFrame(rows)),

@@ -56,7 +56,7 @@ import numpy as np
 
 from suites.errors import UserError
 
-__all__ = ["BIAS_SOURCE", "CAPTION_DROP_PROB", "FAMILY_PROBS", "UNUSUAL_COLOUR_WEIGHT", "TYPICAL_SHAPE_PROB",
+__all__ = ["BIAS_SOURCE", "CAPTION_DROP_PROB", "CAPTION_PRESETS", "FAMILY_PROBS", "UNUSUAL_COLOUR_WEIGHT", "TYPICAL_SHAPE_PROB",
            "TYPICAL_COUNT_PROB", "SPATIAL_TRAIN_PROB", "N_DISTRACTORS", "SCHEDULES", "CaptionDistribution",
            "render_batch", "evaluate", "main"]
 
@@ -69,6 +69,16 @@ TYPICAL_SHAPE_PROB = 0.8
 TYPICAL_COUNT_PROB = 0.85
 SPATIAL_TRAIN_PROB = 0.5
 N_DISTRACTORS = 0
+
+# Caption presets (`--captions`).  "v0" is the table above (the committed 32 x 32 model).  "relation-heavy" is
+# the 16 x 16 world's (shapes16-base-v0): more captions with several objects, chosen before that model was
+# trained, from the 32 x 32 base model's train-split oracle (binary): it seldom drew the two objects of a
+# spatial prompt (0.12) or the exact count (0.22) while single objects were near solved (composition 0.94),
+# so within a spatial or counting prompt's group rewards hardly varied for the right reason.
+CAPTION_PRESETS: dict[str, dict[str, Any]] = {
+    "v0": {"family_probs": FAMILY_PROBS},
+    "relation-heavy": {"family_probs": {"single": 0.3, "counting": 0.3, "relation": 0.4}},
+}
 
 # ---- noise schedules compared when the default was chosen (ShapesModelConfig's docstring) -------------
 SCHEDULES: dict[str, dict[str, Any]] = {
@@ -92,7 +102,7 @@ EVAL_SPLITS = ("train", "test")
 class CaptionDistribution:
     """The biased caption sampler: `sample(rng)` -> (caption text, Prompt); tables from BIAS_SOURCE."""
 
-    def __init__(self, source: str = BIAS_SOURCE):
+    def __init__(self, source: str = BIAS_SOURCE, family_probs: dict[str, float] | None = None):
         from suites.t2i.prompt_sets import load_prompt_set
         from suites.t2i.shapes.prompts import parse_prompt
         from suites.t2i.shapes.render import BASE_COLOURS, COLOURS, SHAPES
@@ -106,8 +116,11 @@ class CaptionDistribution:
         self.typical_count = {p.objects[0].kind: p.objects[0].count
                               for p in map(parse_prompt, load_prompt_set(f"{source}/counting", "train"))}
         self.spatial_train = tuple(map(parse_prompt, load_prompt_set(f"{source}/spatial", "train")))
+        self.family_table = dict(family_probs or FAMILY_PROBS)
+        if set(self.family_table) != set(FAMILY_PROBS):
+            raise ValueError(f"family_probs must give {sorted(FAMILY_PROBS)}, got {sorted(self.family_table)}")
         self.families = tuple(FAMILY_PROBS)
-        self.family_probs = np.array([FAMILY_PROBS[f] for f in self.families])
+        self.family_probs = np.array([self.family_table[f] for f in self.families])
         self.family_probs /= self.family_probs.sum()
 
     def _kind(self, rng: np.random.Generator) -> tuple[str, str]:
@@ -145,7 +158,7 @@ class CaptionDistribution:
 
     def describe(self) -> dict[str, Any]:
         """The parameters, for train_log.json."""
-        return {"source": self.source, "caption_drop_prob": CAPTION_DROP_PROB, "family_probs": FAMILY_PROBS,
+        return {"source": self.source, "caption_drop_prob": CAPTION_DROP_PROB, "family_probs": self.family_table,
                 "unusual_colour_weight": UNUSUAL_COLOUR_WEIGHT, "typical_shape_prob": TYPICAL_SHAPE_PROB,
                 "typical_count_prob": TYPICAL_COUNT_PROB, "spatial_train_prob": SPATIAL_TRAIN_PROB,
                 "n_distractors": N_DISTRACTORS, "typical_shape": self.typical_shape,
@@ -169,17 +182,25 @@ class CaptionDistribution:
 
 
 def render_batch(distribution: CaptionDistribution, rng: np.random.Generator, batch_size: int,
-                 image_size: int) -> tuple[list[str], np.ndarray]:
-    """(captions, images float32 [B, 3, H, W] in [-1, 1]) drawn with `rng`; dropped captions are ""."""
+                 image_size: int, render_size: int | None = None) -> tuple[list[str], np.ndarray]:
+    """(captions, images float32 [B, 3, H, W] in [-1, 1]) drawn with `rng`; dropped captions are "".
+    Scenes are drawn and rendered at `render_size` (default `image_size`) and area-averaged down to
+    `image_size` (the 16 x 16 world: the 32 x 32 scenes, anti-aliased; its decoder upsamples them back)."""
     from suites.t2i.shapes.prompts import scene_for
     from suites.t2i.shapes.render import render
+    render_size = render_size or image_size
+    if render_size % image_size:
+        raise ValueError(f"render_size {render_size} must be a multiple of image_size {image_size}")
     captions, scenes = [], []
     for _ in range(batch_size):
         prompt = distribution.sample(rng)
-        scenes.append(scene_for(prompt, rng, n_distractors=N_DISTRACTORS, image_size=image_size))
+        scenes.append(scene_for(prompt, rng, n_distractors=N_DISTRACTORS, image_size=render_size))
         captions.append("" if rng.random() < CAPTION_DROP_PROB else prompt.text)
-    images = render(scenes, dtype=np.float32).transpose(0, 3, 1, 2) * 2 - 1
-    return captions, np.ascontiguousarray(images)
+    images = render(scenes, dtype=np.float32).transpose(0, 3, 1, 2)
+    factor = render_size // image_size
+    if factor > 1:
+        images = images.reshape(batch_size, 3, image_size, factor, image_size, factor).mean((3, 5))
+    return captions, np.ascontiguousarray(images * 2 - 1)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -243,6 +264,7 @@ class TrainSettings:
     precision: str            # "bf16" (CPU autocast) or "fp32"
     schedule: str
     model: dict[str, Any]
+    captions: str = "v0"
 
 
 def _tqdm_interval() -> float:
@@ -328,8 +350,8 @@ def train(args: argparse.Namespace) -> int:
     settings = TrainSettings(seed=args.seed, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
                              weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
                              precision=_resolve_precision(args.precision), schedule=args.schedule,
-                             model=config.to_dict())
-    distribution = CaptionDistribution()
+                             model=config.to_dict(), captions=args.captions)
+    distribution = CaptionDistribution(**CAPTION_PRESETS[args.captions])
     encoder = shared_encoder(config.text_max_length)
     torch.manual_seed(args.seed)                  # the initial weights
     unet = build_unet(config)
@@ -393,7 +415,8 @@ def train(args: argparse.Namespace) -> int:
                 break
             started = time.monotonic()
             rng = np.random.default_rng([args.seed, step])
-            captions, images = render_batch(distribution, rng, args.batch_size, config.image_size)
+            captions, images = render_batch(distribution, rng, args.batch_size, config.image_size,
+                                            config.output_size)
             generator = torch.Generator().manual_seed((args.seed << 32) + step)
             x0 = torch.from_numpy(images)
             noise = torch.randn(x0.shape, generator=generator)
@@ -474,8 +497,9 @@ def train(args: argparse.Namespace) -> int:
         started = time.monotonic()
         splits = tuple(s.strip() for s in args.eval_splits.split(",") if s.strip())
         log["eval"] = evaluate(model, images_per_prompt=args.eval_images, seed=args.eval_seed, splits=splits,
-                               progress=not args.quiet)
-        log["eval_settings"] = {"images_per_prompt": args.eval_images, "seed": args.eval_seed, "num_steps": 20,
+                               num_steps=args.eval_steps, progress=not args.quiet)
+        log["eval_settings"] = {"images_per_prompt": args.eval_images, "seed": args.eval_seed,
+                                "num_steps": args.eval_steps,
                                 "eta": 1.0, "guidance_scale": 5.0, "negative_prompt": "",
                                 "seconds": round(time.monotonic() - started, 1)}
     _atomic_write_json(out / TRAIN_LOG_FILE, log)
@@ -539,6 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, default=16,
                         help="images per prompt of the final oracle evaluation on shapes-v0 (0: skip it)")
     parser.add_argument("--eval-splits", default="train,test", help="comma-separated splits to evaluate")
+    parser.add_argument("--eval-steps", type=int, default=20, help="DDIM steps of the final oracle evaluation")
+    parser.add_argument("--captions", choices=tuple(CAPTION_PRESETS), default="v0",
+                        help="caption distribution preset (CAPTION_PRESETS): v0 is the committed 32 x 32 model's")
     parser.add_argument("--eval-seed", type=int, default=1234, help="noise seed of the final evaluation")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
@@ -548,7 +575,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.steps is None and args.minutes is None:
         raise UserError("say how long to train: --steps N or --minutes M")
-    for name in ("steps", "minutes", "batch_size", "lr"):
+    for name in ("steps", "minutes", "batch_size", "lr", "eval_steps"):
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {value}")
