@@ -35,12 +35,7 @@ TINY = dict(num_stages=3, sample_num_steps=4, split_step_left=2, split_step_righ
             gradient_accumulation_steps=3, num_epochs_per_stage=2, learning_rate=1e-3, reward_batch_size=5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _task():

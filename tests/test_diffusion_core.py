@@ -56,13 +56,7 @@ def _tiny_model(unet=None, scheduler_config=SD_SCHEDULER) -> T2IModel:
                     decode=lambda x: (x[:, :3] / 2 + 0.5).clamp(0, 1), latent_shape=(4, 8, 8))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is fastest, and robust when other jobs share the two cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

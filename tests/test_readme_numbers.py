@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 # relative to the repository, of the committed files whose numbers it may quote
 T2I_FILES = ["results/t2i/**/*.md", "results/t2i/**/*.csv"]
 SECTIONS = {
-    ("README.md", "## Results"): ["results/*/tables/cpu/*", "results/dmc/diagnostics/cpu/*/dmc/tables/cpu/*"],
+    ("README.md", "## Results"): ["results/*/tables/cpu/*", "results/dmc/diagnostics/cpu/**/*.md",
+                                  "results/dmc/diagnostics/cpu/**/*.csv", *T2I_FILES],
     ("README.md", "### T2I suite (RL fine-tuning of text-to-image diffusion models)"): T2I_FILES,
     ("results/t2i/diagnostics/cpu/README.md", None): T2I_FILES,
 }

@@ -26,12 +26,7 @@ TINY = {"block_out_channels": [8, 16], "down_block_types": ["DownBlock2D", "Cros
         "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- text encoder ----------------------------------------------------------------------------------

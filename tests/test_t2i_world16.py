@@ -22,12 +22,7 @@ TINY16 = {"image_size": 8, "decode_size": 16, "block_out_channels": [8, 16],
 SHAPES16_DIR = DEFAULT_WEIGHTS_DIR.parent / "shapes16-base-v0"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_decode_size_is_optional_and_checked():
