@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
+    from benchmarks.results import atomic_write_text
     from suites.t2i.shapes_model import load_shapes_model
 
     torch.set_num_threads(args.threads)
@@ -101,18 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     title = f"Base model {model.name}: oracle success and query cost per DDIM step count ({args.split} split)"
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
-    _atomic_text(out / "world_probe.csv", frame.to_csv(index=False, float_format="%.4f"))
-    _atomic_text(out / "world_probe.md", f"### {title}\n\n{frame.to_markdown(index=False, floatfmt='.4f')}\n\n"
+    atomic_write_text(out / "world_probe.csv", frame.to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "world_probe.md", f"### {title}\n\n{frame.to_markdown(index=False, floatfmt='.4f')}\n\n"
                                          f"{NOTE}\n")
-    _atomic_text(out / "world_probe_prompts.csv", pd.DataFrame(per_prompt).to_csv(index=False, float_format="%.4f"))
+    atomic_write_text(out / "world_probe_prompts.csv", pd.DataFrame(per_prompt).to_csv(index=False, float_format="%.4f"))
     print(f"wrote {out / 'world_probe.md'}")
     return 0
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
