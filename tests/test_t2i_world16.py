@@ -1,7 +1,9 @@
 """The 16 x 16 shapes world (issue 17): a base model that denoises 16 x 16 images and decodes them to 32 x 32
 for the committed reward and oracle; its pretraining (area-averaged renders, caption presets), the world
 probe, and the gradient instrument's per-step subsets with a resumable cache."""
+import dataclasses
 import json
+from pathlib import Path
 import os
 
 import numpy as np
@@ -155,3 +157,21 @@ def test_gradient_subsets_resume_from_the_cache_and_match_an_uncached_run(tmp_pa
     assert first == (tmp_path / "again" / "gradient_snr_clipscore.csv").read_text()
     cached = pd.read_csv(tmp_path / "cached" / "gradient_snr_clipscore.csv")
     assert cached.signal.tolist() == pytest.approx(plain.signal.tolist(), abs=1e-6 * scale)
+
+
+def test_the_ablation_grid_matches_the_main_16_grid_but_for_the_switches():
+    """t2i_shapes16_ablations.yaml runs b2diffurl's two ablations on 2 of the main grid's sets with the same
+    task settings, seeds and B²-DiffuRL config, so that its runs pair by seed with the main grid's."""
+    from benchmarks.config import load_experiment
+
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    main = load_experiment("t2i", "cpu", configs / "t2i_shapes16.yaml")
+    abl = load_experiment("t2i", "cpu", configs / "t2i_shapes16_ablations.yaml")
+    assert set(abl.algorithms) == {"b2diffurl_no_backward", "b2diffurl_no_branch"}
+    b2 = main.algorithms["b2diffurl"]
+    assert abl.algorithms["b2diffurl_no_backward"] == dataclasses.replace(b2, backward=False)
+    assert abl.algorithms["b2diffurl_no_branch"] == dataclasses.replace(b2, branch=False)
+    tasks = dict(main.tasks)
+    assert [t for t, _ in abl.tasks] == ["t2i/shapes-spatial-v0", "t2i/shapes-counting-v0"]
+    assert all(kwargs == tasks[t] for t, kwargs in abl.tasks)
+    assert abl.seeds == main.seeds == [0, 1, 2] and len(abl.trials()) == 12
