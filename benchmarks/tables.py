@@ -656,8 +656,9 @@ T2I_ORDER = ["ddpo", "b2diffurl", "b2diffurl_no_backward", "b2diffurl_no_branch"
 # Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
 # equal movement of the policy.
 T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
-# Every other fine-tuned method (not a control) is set beside DDPO where both ran, as the B²-DiffuRL paper
-# does: '<method> − DDPO', paired by seed.
+# Every other fine-tuned method (not a control) is set beside DDPO where both ran: '<method> − DDPO', paired
+# by seed.  DDPO is the RL objective B²-DiffuRL's released code builds on; which comparisons the paper's
+# tables make is not known (t2i.md §4.3).
 T2I_REFERENCE = "ddpo"
 
 
