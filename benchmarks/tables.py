@@ -750,7 +750,8 @@ def _t2i_difference(
     )
     text = fmt_signed(point, low, high, digits)
     title = dict((m, t) for m, t, _ in T2I_METRICS).get(metric, metric)
-    family.add(f"{_t2i_column(algo, against)}, {_set_name(task)} {split} {title}", (point, low, high, p), text)
+    label = f"{_t2i_column(algo, against)}, {_set_name(task)} {split} {title}"
+    family.add(label, (point, low, high, p), text)
     return text
 
 
@@ -786,7 +787,10 @@ def _t2i_pairing_note(base: pd.DataFrame, comparisons: list[tuple[str, str]]) ->
         "guidance"
     )
     if same:
-        text += f"; here {', '.join(same)}: the same noise (their runs' base evaluations agree, to float32 rounding)"
+        text += (
+            f"; here {', '.join(same)}: the same noise (their runs' base evaluations agree, to float32 "
+            f"rounding)"
+        )
     if other:
         text += (
             f"; {', '.join(other)}: NOT the same noise (their runs' base evaluations differ: other sampler "
@@ -797,7 +801,8 @@ def _t2i_pairing_note(base: pd.DataFrame, comparisons: list[tuple[str, str]]) ->
 
 def _t2i_budget_note(scalars: pd.DataFrame, algos: list[str]) -> str:
     """Each method's training budget per run, at its last train row (core.Budget's scalars): reward queries
-    and UNet evaluations (sampling and training passes; evaluation is not counted), a range where runs differ."""
+    and UNet evaluations (sampling and training passes; evaluation is not counted), a range where runs
+    differ."""
     names = ("budget/reward_queries", "budget/unet_evals")
     train = scalars[(scalars.split == "train") & scalars.metric.isin(names)]
     last = train[train.step == train.groupby("run_id").step.transform("max")]
@@ -816,8 +821,8 @@ def _t2i_budget_note(scalars: pd.DataFrame, algos: list[str]) -> str:
     if not parts:
         return ""
     return (
-        " Training budget per run (reward queries / UNet evaluations, sampling and training passes, evaluation "
-        "not counted): " + "; ".join(parts) + "."
+        " Training budget per run (reward queries / UNet evaluations, sampling and training passes, "
+        "evaluation not counted): " + "; ".join(parts) + "."
     )
 
 
@@ -837,7 +842,8 @@ def _t2i_paper_note(paper: dict[str, Any], shown: int) -> str:
     if not paper.get("methods"):
         return ""
     columns = ", ".join(f"'{T2I_NAMES.get(a, a)} (paper)'" for a in paper["methods"])
-    setting = f" Its setting differs from the shapes world's: {paper['setting']}." if paper.get("setting") else ""
+    setting = paper.get("setting")
+    setting = f" Its setting differs from the shapes world's: {setting}." if setting else ""
     if shown == 0:
         return (
             f" Paper columns ({columns}): the B²-DiffuRL paper's numbers are not available to this project: "
@@ -936,7 +942,8 @@ def t2i_tables(
                             row[_t2i_column(algo, "base")] = d
                 for algo, reference in comparisons:
                     d = _t2i_difference(
-                        raw, family, task, split, metric, algo, reference, finals[algo], finals[reference], digits
+                        raw, family, task, split, metric, algo, reference, finals[algo], finals[reference],
+                        digits,
                     )
                     if d is not None:
                         row[_t2i_column(algo, reference)] = d
@@ -1017,7 +1024,8 @@ def _t2i_pooled_rows(
                     raw, family, "t2i/all-sets", split, metric, algo, "base", f, b, digits
                 )
             for algo, reference in comparisons:
-                if algo in finals and reference in finals and finals[algo].index.equals(finals[reference].index):
+                paired = algo in finals and reference in finals
+                if paired and finals[algo].index.equals(finals[reference].index):
                     row[_t2i_column(algo, reference)] = _t2i_difference(
                         raw, family, "t2i/all-sets", split, metric, algo, reference,
                         finals[algo], finals[reference], digits,
@@ -1073,8 +1081,8 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
         ax.set_xlabel(label, fontsize=9 if len(label) < 40 else 7)
         ax.set_ylabel("mean training reward per epoch (stage)")
         ax.set_title(
-            f"Reward against {label.split(' (')[0]}: mean over {seeds_text(seeds)};\nshaded: min..max over the "
-            f"seeds (the spread, not a confidence interval)",
+            f"Reward against {label.split(' (')[0]}: mean over {seeds_text(seeds)};\nshaded: min..max over "
+            f"the seeds (the spread, not a confidence interval)",
             fontsize=9,
         )
         ax.grid(alpha=0.3)
@@ -1129,7 +1137,8 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     paths = [csv]
     for _, column, label, suffix in T2I_BUDGETS:
         if curve[column].notna().all():
-            paths.append(_t2i_eval_figure(curve, metrics, column, label, out_figs / f"t2i_eval_vs_{suffix}.png"))
+            path = out_figs / f"t2i_eval_vs_{suffix}.png"
+            paths.append(_t2i_eval_figure(curve, metrics, column, label, path))
     return paths
 
 
@@ -1266,7 +1275,8 @@ def _t2i_labelled_figure(blocks: list[tuple], columns: list[tuple[np.ndarray, st
             ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(len(prompts))])
             ax.set_yticklabels([textwrap.fill(p, 34) for p in prompts] if j == 0 else [], fontsize=7)
             ax.tick_params(length=0)
-            ax.set_title(f"{split.upper()} prompts: {title}", fontsize=8, fontweight="bold" if j == 0 else "normal")
+            weight = "bold" if j == 0 else "normal"
+            ax.set_title(f"{split.upper()} prompts: {title}", fontsize=8, fontweight=weight)
             for spine in ax.spines.values():
                 spine.set_edgecolor("tab:blue" if split == "train" else "tab:red")
                 spine.set_linewidth(2)
@@ -1394,8 +1404,8 @@ def t2i_side_by_side_grids(
         fig = _t2i_labelled_figure(
             blocks,
             columns,
-            f"{name}, seed {seed}: {_t2i_shown(blocks)}; one row per prompt; every column on the same evaluation "
-            f"noise (each run's own base images are the base column's).{note}",
+            f"{name}, seed {seed}: {_t2i_shown(blocks)}; one row per prompt; every column on the same "
+            f"evaluation noise (each run's own base images are the base column's).{note}",
         )
         path = out_figs / f"t2i_samples_{name}_side_by_side.png"
         save_figure(fig, path)

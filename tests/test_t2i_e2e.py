@@ -106,7 +106,8 @@ def test_tiny_t2i_table_sets_each_method_beside_ddpo_paired_by_seed(tiny_bench):
     cell = frame[(frame.split == "train") & (frame.metric == "clipscore")]["B²-DiffuRL − DDPO"].item()
     assert cell == fmt_signed(expected, float("nan"), float("nan"), 4)  # one seed: no interval
     tests = pd.read_csv(tables / "t2i_alignment_tests.csv").set_index("difference")
-    assert tests.loc["B²-DiffuRL − DDPO, shapes-composition train clipscore", "estimate"] == pytest.approx(expected)
+    label = "B²-DiffuRL − DDPO, shapes-composition train clipscore"
+    assert tests.loc[label, "estimate"] == pytest.approx(expected)
     assert len(tests) == len(raw)  # every printed difference is in the one Holm family
     assert "'B²-DiffuRL − DDPO', 'B²-DiffuRL, neither − DDPO': the same noise" in table
 

@@ -1,5 +1,6 @@
-"""The t2i table's paired differences from DDPO, its paper columns, the curves against UNet evaluations and the
-side-by-side sample grids, on synthetic results (no model runs; tests/test_t2i_e2e.py runs the tiny bench)."""
+"""The t2i table's paired differences from DDPO, its paper columns, the curves against UNet evaluations and
+the side-by-side sample grids, on synthetic results (no model runs; tests/test_t2i_e2e.py runs the tiny
+bench)."""
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,8 @@ def test_each_method_minus_ddpo_is_paired_by_seed_per_set_and_pooled(tmp_path, f
     assert versus.loc["t2i/a-v0", "delta"] == pytest.approx(a.mean())
     assert versus.loc["t2i/a-v0", "p"] == pytest.approx(sps.ttest_1samp(a, 0).pvalue)
     pooled = stats.stratified_estimate([a, b])
-    assert versus.loc["t2i/all-sets", ["delta", "delta_ci_low", "delta_ci_high", "p"]].to_list() == pytest.approx(
-        pooled)
+    columns = ["delta", "delta_ci_low", "delta_ci_high", "p"]
+    assert versus.loc["t2i/all-sets", columns].to_list() == pytest.approx(pooled)
     tests = pd.read_csv(tmp_path / "t" / "t2i_alignment_tests.csv").set_index("difference")
     # one family: 3 methods − base, DDPO − control and B²-DiffuRL − DDPO, on sets a, b and pooled
     assert len(tests) == len(raw) == 5 * 3
@@ -79,8 +80,8 @@ def test_a_method_on_other_noise_is_said_to_pair_by_seed_only(tmp_path, figures)
 
 
 def test_the_committed_t2i_paper_file_invents_no_value():
-    """benchmarks/paper/t2i.yaml: the B²-DiffuRL paper's table values are unknown (t2i.md §4.4), so every value
-    is null and no source is claimed."""
+    """benchmarks/paper/t2i.yaml: the B²-DiffuRL paper's table values are unknown (t2i.md §4.4), so every
+    value is null and no source is claimed."""
     paper = tables.paper_values("t2i")
     assert paper["methods"] == ["ddpo", "b2diffurl"] and paper["source"] is None
 
@@ -91,7 +92,8 @@ def test_the_committed_t2i_paper_file_invents_no_value():
 
 
 def test_paper_columns_show_a_filled_value_and_say_where_it_is_from(tmp_path, figures, monkeypatch):
-    """The day someone reads the paper they fill the file: its value appears in its row, the others stay '–'."""
+    """The day someone reads the paper they fill the file: its value appears in its row, the others stay
+    '–'."""
     paper = {**tables.paper_values("t2i"), "source": "Table 1 of the paper",
              "values": {"a": {"train": {"clipscore": {"b2diffurl": "0.35 ± 0.01"}}}}}
     (tmp_path / "paper").mkdir()
@@ -175,14 +177,14 @@ def test_side_by_side_grid_puts_every_method_on_the_same_noise_beside_the_base(t
         _stored_run(tmp_path / "runs", run, grid(99 if algo == "b2diffurl_neither" else 0), grid(seed))
         rows += [{"run_id": run, "task_id": "t2i/a-v0", "step": s, "split": split, "prompt": p, "image": i}
                  for s in (0, 4) for split, ps in prompts.items() for p in ps for i in range(per)]
-    final = pd.DataFrame([{"run_id": f"{a}--t2i/a-v0--seed0", "task_id": "t2i/a-v0", "algorithm": a, "seed": 0}
-                          for a in algos])
+    final = pd.DataFrame([{"run_id": f"{a}--t2i/a-v0--seed0", "task_id": "t2i/a-v0", "algorithm": a,
+                           "seed": 0} for a in algos])
     paths = tables.t2i_side_by_side_grids(final, pd.DataFrame(rows), tmp_path / "runs", tmp_path / "f")
     assert [p.name for p in paths] == ["t2i_samples_a_side_by_side.png"]
     fig = figures["t2i_samples_a_side_by_side.png"]
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [f"{split} prompts: {t}" for split in ("TRAIN", "TEST") for t in
-                      ("base model (before fine-tuning)", "DDPO, final (step 4)", "B²-DiffuRL, final (step 4)")]
+    columns = ("base model (before fine-tuning)", "DDPO, final (step 4)", "B²-DiffuRL, final (step 4)")
+    assert titles == [f"{split} prompts: {t}" for split in ("TRAIN", "TEST") for t in columns]
     assert "Left out" in fig._suptitle.get_text() and "B²-DiffuRL, neither" in fig._suptitle.get_text()
     assert fig.get_size_inches()[0] == pytest.approx(tables.t2i_samples_width(3))
     shown = fig.axes[1].get_images()[0].get_array()                 # DDPO's train block: its final images
