@@ -1038,13 +1038,14 @@ def _t2i_pooled_rows(
 # the budgets a curve is drawn against: (train scalar of core.Budget, column in t2i_eval_curve.csv, axis
 # label, file name suffix).  A point's x is the mean over seeds of the budget spent by then: reward queries
 # are the same for every seed, but B²-DiffuRL trains only the branches it selects, so its training passes
-# (and UNet evaluations) can differ between seeds.
+# (and UNet evaluations) can differ between seeds.  core.Budget counts the UNet evaluations of training's
+# sampling and of its gradient passes, never those of the evaluations.
 T2I_BUDGETS = [
     ("budget/reward_queries", "reward_queries", "reward queries (images scored)", "queries"),
     (
         "budget/unet_evals",
         "unet_evals",
-        "UNet evaluations (sampling + training passes, mean over seeds; evaluation not counted)",
+        "UNet evaluations (sampling + training passes, mean over seeds)",
         "unet_evals",
     ),
 ]
@@ -1078,7 +1079,7 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
             )
             (line,) = ax.plot(curve.x, curve["mean"], label=_t2i_label(task, algo))
             ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=0.15)
-        ax.set_xlabel(label, fontsize=9 if len(label) < 40 else 7)
+        ax.set_xlabel(label, fontsize=8)
         ax.set_ylabel("mean training reward per epoch (stage)")
         ax.set_title(
             f"Reward against {label.split(' (')[0]}: mean over {seeds_text(seeds)};\nshaded: min..max over "
@@ -1168,7 +1169,7 @@ def _t2i_eval_figure(
             ax.set_title(f"{title} ({split} split)")
             ax.grid(alpha=0.3)
             if r == len(splits) - 1:
-                ax.set_xlabel(xlabel)
+                ax.set_xlabel(xlabel, fontsize=9)
         axes[r, 0].set_ylabel("change from the base model")
     if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
