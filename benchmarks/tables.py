@@ -25,6 +25,7 @@ from suites.errors import UserError
 
 PAPER_DIR = Path(__file__).parent / "paper"
 T_CI = "Student-t 95% CI"
+FIGURE_DPI = 110  # every figure's PNG: figsize (inches) x FIGURE_DPI pixels
 
 
 def paper_values(suite: str) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def save_figure(fig, path: Path) -> None:
     """Write a matplotlib figure as PNG atomically (its directory created), then close it."""
     import matplotlib.pyplot as plt
 
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=FIGURE_DPI, format="png"))
     plt.close(fig)
 
 
@@ -647,10 +648,45 @@ T2I_METRICS = [  # (metric suffix, column title, digits)
 T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL",
              "b2diffurl_no_backward": "B²-DiffuRL, no backward", "b2diffurl_no_branch": "B²-DiffuRL, no branch",
              "b2diffurl_neither": "B²-DiffuRL, neither"}
+# The methods' order in the table's columns and in the side-by-side sample grids; any other method follows,
+# sorted by name.
+T2I_ORDER = ["ddpo", "b2diffurl", "b2diffurl_no_backward", "b2diffurl_no_branch", "b2diffurl_neither",
+             "ddpo_shuffled"]
 # method -> its no-signal control (ddpo_shuffled.py: the same loop with each epoch's advantages permuted).
 # Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
 # equal movement of the policy.
 T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
+# Every other fine-tuned method (not a control) is set beside DDPO where both ran: '<method> − DDPO', paired
+# by seed.  DDPO is the RL objective B²-DiffuRL's released code builds on; which comparisons the paper's
+# tables make is not known (t2i.md §4.3).
+T2I_REFERENCE = "ddpo"
+
+
+def _t2i_order(algos) -> list[str]:
+    present = set(algos)
+    return [a for a in T2I_ORDER if a in present] + sorted(present - set(T2I_ORDER))
+
+
+def _t2i_comparisons(algos) -> list[tuple[str, str]]:
+    """The differences of two methods that the table prints, as (method, reference), each paired by seed:
+    a method against its no-signal control, then every other fine-tuned method against DDPO."""
+    present = _t2i_order(algos)
+    pairs = [(a, c) for a, c in T2I_CONTROLS.items() if a in present and c in present]
+    if T2I_REFERENCE in present:
+        controls = set(T2I_CONTROLS.values())
+        pairs += [(a, T2I_REFERENCE) for a in present if a != T2I_REFERENCE and a not in controls]
+    return pairs
+
+
+def _t2i_column(algo: str, against: str) -> str:
+    """The column of a paired difference: 'DDPO − base', 'DDPO − control', 'B²-DiffuRL − DDPO'."""
+    if against == "base":
+        versus = "base"
+    elif T2I_CONTROLS.get(algo) == against:
+        versus = "control"
+    else:
+        versus = T2I_NAMES.get(against, against)
+    return f"{T2I_NAMES.get(algo, algo)} − {versus}"
 
 
 def _t2i_evaluations(scalars: pd.DataFrame) -> pd.DataFrame:
@@ -713,14 +749,111 @@ def _t2i_difference(
         }
     )
     text = fmt_signed(point, low, high, digits)
-    versus = "base" if against == "base" else "control"
     title = dict((m, t) for m, t, _ in T2I_METRICS).get(metric, metric)
-    family.add(
-        f"{T2I_NAMES.get(algo, algo)} − {versus}, {_set_name(task)} {split} {title}",
-        (point, low, high, p),
-        text,
-    )
+    label = f"{_t2i_column(algo, against)}, {_set_name(task)} {split} {title}"
+    family.add(label, (point, low, high, p), text)
     return text
+
+
+def _t2i_same_noise(base: pd.DataFrame, algo: str, reference: str) -> bool | None:
+    """Whether seed k of two methods was evaluated on the same noise, read off their base evaluations: the
+    base model (LoRA at zero) is the same network in every run, so the same noise gives the same images and
+    the same step-0 metrics, to float32 rounding (a reward's cached text embeddings can differ in their last
+    bit with the prompts that shared an encoder batch).  None when they share no (prompt set, seed)."""
+    keys = ["task_id", "seed", "metric"]
+    a = base[base.algorithm == algo].groupby(keys).value.mean()
+    b = base[base.algorithm == reference].groupby(keys).value.mean()
+    shared = a.index.intersection(b.index)
+    if shared.empty:
+        return None
+    return bool(np.allclose(a[shared], b[shared], rtol=1e-6, atol=1e-6, equal_nan=True))
+
+
+def _t2i_pairing_note(base: pd.DataFrame, comparisons: list[tuple[str, str]]) -> str:
+    """The footer's account of the differences of two methods: what they pair, and whether on the same noise
+    (checked per comparison on the runs' base evaluations, `_t2i_same_noise`)."""
+    verdicts = {_t2i_column(a, r): _t2i_same_noise(base, a, r) for a, r in comparisons}
+    verdicts = {column: same for column, same in verdicts.items() if same is not None}
+    if not verdicts:
+        return ""
+    same = [f"'{column}'" for column, v in verdicts.items() if v]
+    other = [f"'{column}'" for column, v in verdicts.items() if not v]
+    text = (
+        " A difference of two methods pairs seed k of one with seed k of the other on the same prompts "
+        "('− control': a method against its no-signal control, the same settings and seeds with each epoch's "
+        "advantages shuffled; '− DDPO': a fine-tuned method against DDPO, each with its own settings and "
+        "budget). A run draws its evaluation noise from the task's eval_seed, its seed and the split alone, "
+        "so such a pair is judged on the same noise when both sample with the same DDIM steps, eta and "
+        "guidance"
+    )
+    if same:
+        text += (
+            f"; here {', '.join(same)}: the same noise (their runs' base evaluations agree, to float32 "
+            f"rounding)"
+        )
+    if other:
+        text += (
+            f"; {', '.join(other)}: NOT the same noise (their runs' base evaluations differ: other sampler "
+            f"settings), so paired by seed only, a valid paired t over independent seeds without shared noise"
+        )
+    return text + "."
+
+
+def _t2i_budget_note(scalars: pd.DataFrame, algos: list[str]) -> str:
+    """Each method's training budget per run, at its last train row (core.Budget's scalars): reward queries
+    and UNet evaluations (sampling and training passes; evaluation is not counted), a range where runs
+    differ."""
+    names = ("budget/reward_queries", "budget/unet_evals")
+    train = scalars[(scalars.split == "train") & scalars.metric.isin(names)]
+    last = train[train.step == train.groupby("run_id").step.transform("max")]
+
+    def span(values: pd.Series) -> str:
+        if values.empty:
+            return "?"
+        low, high = values.min(), values.max()
+        return f"{low:.0f}" if low == high else f"{low:.0f}-{high:.0f}"
+
+    parts = [
+        f"{T2I_NAMES.get(a, a)} {span(g[g.metric == names[0]].value)} / {span(g[g.metric == names[1]].value)}"
+        for a in algos
+        if not (g := last[last.algorithm == a]).empty
+    ]
+    if not parts:
+        return ""
+    return (
+        " Training budget per run (reward queries / UNet evaluations, sampling and training passes, "
+        "evaluation not counted): " + "; ".join(parts) + "."
+    )
+
+
+def _t2i_paper_cells(paper: dict[str, Any], set_name: str, split: str, metric: str) -> dict[str, str]:
+    """One row's reference columns '<method> (paper)' from benchmarks/paper/t2i.yaml, '–' where it has no
+    value (every cell, until someone reads the paper: t2i.md §4.4)."""
+    values = (((paper.get("values") or {}).get(set_name) or {}).get(split) or {}).get(metric) or {}
+    return {
+        f"{T2I_NAMES.get(a, a)} (paper)": "–" if values.get(a) is None else str(values[a])
+        for a in paper.get("methods") or []
+    }
+
+
+def _t2i_paper_note(paper: dict[str, Any], shown: int) -> str:
+    """The footer's sentence on the reference columns: what they hold (or that nothing is known) and the
+    paper's setting."""
+    if not paper.get("methods"):
+        return ""
+    columns = ", ".join(f"'{T2I_NAMES.get(a, a)} (paper)'" for a in paper["methods"])
+    setting = paper.get("setting")
+    setting = f" Its setting differs from the shapes world's: {setting}." if setting else ""
+    if shown == 0:
+        return (
+            f" Paper columns ({columns}): the B²-DiffuRL paper's numbers are not available to this project: "
+            f"{paper.get('unavailable') or 'it was not read'}. Every cell is therefore '–' and no value is "
+            f"invented; they belong in benchmarks/paper/t2i.yaml, null until read from the paper.{setting}"
+        )
+    return (
+        f" Paper columns ({columns}): the B²-DiffuRL paper's reported numbers ({paper.get('source')}), for "
+        f"reference only, never aggregated with ours or tested.{setting}"
+    )
 
 
 def _t2i_eval_size(samples: pd.DataFrame | None) -> str:
@@ -758,20 +891,23 @@ def t2i_tables(
     scalars: pd.DataFrame, out_tables: Path, out_figs: Path, missing: int, reps: int, seed: int
 ) -> list[Path]:
     """Prompt sets x split x metric: the base model (each run's step-0 evaluation, on the same noise as
-    its final one) beside each fine-tuned method, mean over seeds with a Student-t 95% CI, and the paired
-    differences, tested with Holm's correction; plus the reward against reward queries (figure) and
-    labelled base-vs-fine-tuned sample grids."""
+    its final one) beside each fine-tuned method, mean over seeds with a Student-t 95% CI, the paired
+    differences (each method − base, DDPO − control, every other method − DDPO), tested with Holm's
+    correction, and the B²-DiffuRL paper's reference columns (benchmarks/paper/t2i.yaml); plus the reward
+    against reward queries and against UNet evaluations (figures) and labelled sample grids."""
     ev = _t2i_evaluations(scalars)
     last = ev.groupby("run_id").step.transform("max")
     base, final = ev[ev.step == 0], ev[ev.step == last]
-    algos = sorted(set(final.algorithm))
+    algos = _t2i_order(final.algorithm)
+    comparisons = _t2i_comparisons(algos)
+    paper = paper_values("t2i")
     samples = _t2i_samples(out_tables, set(scalars.run_id))
     family = Family(
         "paired t-test over seeds",
         "every difference the table prints, all metrics, sets, splits and the pooled rows",
         " Paired: '− base' compares a run's final model with its own base model on the same evaluation "
-        "noise, '− control' a method with its control on the same seed's noise; the 'all sets' rows "
-        "are stratified over prompt sets (Welch-Satterthwaite df).",
+        "noise, a difference of two methods seed k with seed k (on the same noise or not: above); the "
+        "'all sets' rows are stratified over prompt sets (Welch-Satterthwaite df).",
     )
     rows, raw, seeds_seen = [], [], []
 
@@ -803,44 +939,33 @@ def t2i_tables(
                             raw, family, task, split, metric, algo, "base", finals[algo], gb, digits
                         )
                         if d is not None:
-                            row[f"{T2I_NAMES.get(algo, algo)} − base"] = d
-                for algo, control in T2I_CONTROLS.items():
-                    if algo in finals and control in finals:
-                        d = _t2i_difference(
-                            raw,
-                            family,
-                            task,
-                            split,
-                            metric,
-                            algo,
-                            control,
-                            finals[algo],
-                            finals[control],
-                            digits,
-                        )
-                        if d is not None:
-                            row[f"{T2I_NAMES.get(algo, algo)} − control"] = d
-                rows.append(row)
-    rows += _t2i_pooled_rows(base, final, algos, raw, family)
+                            row[_t2i_column(algo, "base")] = d
+                for algo, reference in comparisons:
+                    d = _t2i_difference(
+                        raw, family, task, split, metric, algo, reference, finals[algo], finals[reference],
+                        digits,
+                    )
+                    if d is not None:
+                        row[_t2i_column(algo, reference)] = d
+                rows.append({**row, **_t2i_paper_cells(paper, _set_name(task), split, metric)})
+    rows += _t2i_pooled_rows(base, final, algos, raw, family, comparisons, paper)
     frame = pd.DataFrame(rows).fillna("–")
     tests = family.frame()
-    control_note = (
-        " '− control' pairs a method with its no-signal control (same settings and seeds, advantages "
-        "shuffled) by seed, on the same evaluation noise."
-        if any(r["against"] != "base" for r in raw)
-        else ""
-    )
+    shown = int(sum(v != "–" for r in rows for k, v in r.items() if k.endswith("(paper)")))
     footer = (
         f"Cells: mean over seeds with a {T_CI} ({seeds_text(seeds_seen)} per cell); 'all sets': the mean "
         f"over prompt sets of each set's mean over seeds, {T_CI} stratified by set. 'base' = each run's "
         f"evaluation before fine-tuning (LoRA at zero), on the same evaluation noise as its final "
-        f"evaluation, so '− base' is a paired difference (paired t).{control_note}"
+        f"evaluation, so '− base' is a paired difference (paired t)."
+        + _t2i_pairing_note(base, comparisons)
+        + _t2i_budget_note(scalars, algos)
         + _t2i_eval_size(samples)
         + " clipscore = cosine similarity in the reward model's embedding (the training reward unless a "
         "JPEG row names another); oracle = the exact pixel judge that training never sees (graded: share "
         "of prompt parts that hold; all parts: binary); diversity = mean pairwise distance of one prompt's "
         "images."
         + family.footer()
+        + _t2i_paper_note(paper, shown)
         + (f" INCOMPLETE: {missing} runs of this grid are missing or failed." if missing else "")
     )
     paths = write_table(
@@ -859,14 +984,23 @@ def t2i_tables(
 
 
 def _t2i_pooled_rows(
-    base: pd.DataFrame, final: pd.DataFrame, algos: list[str], raw: list[dict], family: Family
+    base: pd.DataFrame,
+    final: pd.DataFrame,
+    algos: list[str],
+    raw: list[dict],
+    family: Family,
+    comparisons: list[tuple[str, str]] | None = None,
+    paper: dict[str, Any] | None = None,
 ) -> list[dict]:
     """'all sets' rows: the mean over prompt sets of each set's mean over seeds, with a t interval
-    stratified by set.  Only where every set has the same seeds.  The pooled differences (against base,
-    and against a method's control where both ran) are also appended to `raw` and tested in `family`."""
+    stratified by set.  Only where every set has the same seeds.  The pooled differences (against base, and
+    the `comparisons` of two methods, by default `_t2i_comparisons(algos)`) are also appended to `raw` and
+    tested in `family`; the paper's columns (`paper`, the parsed benchmarks/paper/t2i.yaml) are '–' unless
+    it has an 'all sets' value."""
     tasks = sorted(final.task_id.unique())
     if len(tasks) < 2:
         return []
+    comparisons = _t2i_comparisons(algos) if comparisons is None else comparisons
     rows = []
 
     def complete(frame: pd.DataFrame, metric: str, split: str, algo: str) -> pd.DataFrame | None:
@@ -886,31 +1020,42 @@ def _t2i_pooled_rows(
                 name = T2I_NAMES.get(algo, algo)
                 for column, values in {"base": b, name: f}.items():
                     row[column] = fmt_fixed(*_t2i_estimate(values)[:3], digits)
-                row[f"{name} − base"] = _t2i_difference(
+                row[_t2i_column(algo, "base")] = _t2i_difference(
                     raw, family, "t2i/all-sets", split, metric, algo, "base", f, b, digits
                 )
-            for algo, control in T2I_CONTROLS.items():
-                if algo in finals and control in finals and finals[algo].index.equals(finals[control].index):
-                    row[f"{T2I_NAMES.get(algo, algo)} − control"] = _t2i_difference(
-                        raw,
-                        family,
-                        "t2i/all-sets",
-                        split,
-                        metric,
-                        algo,
-                        control,
-                        finals[algo],
-                        finals[control],
-                        digits,
+            for algo, reference in comparisons:
+                paired = algo in finals and reference in finals
+                if paired and finals[algo].index.equals(finals[reference].index):
+                    row[_t2i_column(algo, reference)] = _t2i_difference(
+                        raw, family, "t2i/all-sets", split, metric, algo, reference,
+                        finals[algo], finals[reference], digits,
                     )
             if len(row) > 3:
-                rows.append(row)
+                rows.append({**row, **_t2i_paper_cells(paper or {}, "all sets", split, metric)})
     return rows
 
 
+# the budgets a curve is drawn against: (train scalar of core.Budget, column in t2i_eval_curve.csv, axis
+# label, file name suffix).  A point's x is the mean over seeds of the budget spent by then: reward queries
+# are the same for every seed, but B²-DiffuRL trains only the branches it selects, so its training passes
+# (and UNet evaluations) can differ between seeds.  core.Budget counts the UNet evaluations of training's
+# sampling and of its gradient passes, never those of the evaluations.
+T2I_BUDGETS = [
+    ("budget/reward_queries", "reward_queries", "reward queries (images scored)", "queries"),
+    (
+        "budget/unet_evals",
+        "unet_evals",
+        "UNet evaluations (sampling + training passes, mean over seeds)",
+        "unet_evals",
+    ),
+]
+
+
 def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
-    """Mean training reward per epoch against cumulative reward queries, one line per (task, method),
-    with the spread over seeds shaded (min..max, not an interval estimate)."""
+    """Mean training reward per epoch (B²-DiffuRL: per stage) against the budget spent by then, one figure
+    per budget: cumulative reward queries (t2i_reward_vs_queries.png) and cumulative UNet evaluations,
+    sampling and training (t2i_reward_vs_unet_evals.png).  Every (task, method) is one line on one axis,
+    the mean over seeds, with the spread over seeds shaded (min..max, not an interval estimate)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -920,35 +1065,42 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
     wide = tr.pivot_table(
         index=["run_id", "task_id", "algorithm", "seed", "step"], columns="metric", values="value"
     ).reset_index()
-    if wide.empty or "budget/reward_queries" not in wide:
-        return []
-    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
-    seeds = set()
-    for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
-        seeds.add(g.seed.nunique())
-        curve = g.groupby("budget/reward_queries").reward_mean.agg(["mean", "min", "max"])
-        (line,) = ax.plot(curve.index, curve["mean"], label=_t2i_label(task, algo))
-        ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("reward queries (images scored)")
-    ax.set_ylabel("mean training reward per epoch")
-    ax.set_title(
-        f"Reward against reward queries: mean over {seeds_text(seeds)};\nshaded: min..max over the seeds "
-        f"(the spread, not a confidence interval)",
-        fontsize=9,
-    )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    path = out_figs / "t2i_reward_vs_queries.png"
-    save_figure(fig, path)
-    return [path]
+    paths = []
+    for metric, _, label, suffix in T2I_BUDGETS:
+        if wide.empty or metric not in wide or "reward_mean" not in wide:
+            continue
+        fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+        seeds = set()
+        for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
+            seeds.add(g.seed.nunique())
+            curve = g.groupby("step").agg(
+                x=(metric, "mean"), mean=("reward_mean", "mean"), low=("reward_mean", "min"),
+                high=("reward_mean", "max"),
+            )
+            (line,) = ax.plot(curve.x, curve["mean"], label=_t2i_label(task, algo))
+            ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=0.15)
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_ylabel("mean training reward per epoch (stage)")
+        ax.set_title(
+            f"Reward against {label.split(' (')[0]}: mean over {seeds_text(seeds)};\nshaded: min..max over "
+            f"the seeds (the spread, not a confidence interval)",
+            fontsize=9,
+        )
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        path = out_figs / f"t2i_reward_vs_{suffix}.png"
+        save_figure(fig, path)
+        paths.append(path)
+    return paths
 
 
 def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> list[Path]:
     """For runs evaluated during training (`eval_every`): each evaluation's change from the base model
-    (the step-0 evaluation, same noise) against the reward queries spent by then, mean over seeds with a
-    paired Student-t 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV
-    of the values and a figure (rows: train / test split, columns: metric); nothing when no run has an
-    evaluation between its first and last."""
+    (the step-0 evaluation, same noise) against the budget spent by then, mean over seeds with a paired
+    Student-t 95% CI per (prompt set, method, split), for clipscore and the oracle (all parts).  A CSV of the
+    values (with the reward queries and the UNet evaluations, mean over seeds, of each point) and one figure
+    per budget of T2I_BUDGETS that the runs logged (rows: train / test split, columns: metric); nothing when
+    no run has an evaluation between its first and last."""
     ev = _t2i_evaluations(scalars)
     metrics = [("clipscore", "clipscore − base"), ("oracle_binary", "oracle (all parts) − base")]
     ev = ev[ev.name.isin([m for m, _ in metrics])]
@@ -959,10 +1111,12 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
         delta=ev.value.to_numpy()
         - base.reindex(pd.MultiIndex.from_frame(ev[["run_id", "metric"]])).to_numpy()
     )
-    queries = scalars[(scalars.split == "train") & (scalars.metric == "budget/reward_queries")]
-    queries = queries.set_index(["run_id", "step"]).value
-    ev["reward_queries"] = queries.reindex(pd.MultiIndex.from_frame(ev[["run_id", "step"]])).to_numpy()
-    ev.loc[ev.step == 0, "reward_queries"] = 0
+    spent = scalars[(scalars.split == "train") & scalars.metric.isin([m for m, *_ in T2I_BUDGETS])]
+    spent = spent.pivot_table(index=["run_id", "step"], columns="metric", values="value")
+    at = pd.MultiIndex.from_frame(ev[["run_id", "step"]])
+    for metric, column, *_ in T2I_BUDGETS:
+        ev[column] = spent[metric].reindex(at).to_numpy() if metric in spent else np.nan
+        ev.loc[ev.step == 0, column] = 0
     keys = ["task_id", "algorithm", "split_name", "name", "step", "reward_queries"]
     rows = []
     for key, g in ev.dropna(subset=["delta", "reward_queries"]).groupby(keys):
@@ -970,6 +1124,7 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
         rows.append(
             {
                 **dict(zip(keys, key)),
+                "unet_evals": float(g.unet_evals.mean()),
                 "delta_mean": point,
                 "delta_ci_low": low,
                 "delta_ci_high": high,
@@ -980,7 +1135,18 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
     curve = pd.DataFrame(rows)
     csv = out_tables / "t2i_eval_curve.csv"
     atomic_write_csv(csv, curve)
+    paths = [csv]
+    for _, column, label, suffix in T2I_BUDGETS:
+        if curve[column].notna().all():
+            path = out_figs / f"t2i_eval_vs_{suffix}.png"
+            paths.append(_t2i_eval_figure(curve, metrics, column, label, path))
+    return paths
 
+
+def _t2i_eval_figure(
+    curve: pd.DataFrame, metrics: list[tuple[str, str]], x: str, xlabel: str, path: Path
+) -> Path:
+    """t2i_eval_curve's figure against one budget column `x` of its CSV."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -996,23 +1162,14 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
             for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
                 color = f"C{i}"
-                ax.plot(
-                    g.reward_queries,
-                    g.delta_mean,
-                    marker="o",
-                    ms=3,
-                    color=color,
-                    label=_t2i_label(task, algo),
-                )
+                ax.plot(g[x], g.delta_mean, marker="o", ms=3, color=color, label=_t2i_label(task, algo))
                 if (g.seeds > 1).any():
-                    ax.fill_between(
-                        g.reward_queries, g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15
-                    )
+                    ax.fill_between(g[x], g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(f"{title} ({split} split)")
             ax.grid(alpha=0.3)
             if r == len(splits) - 1:
-                ax.set_xlabel("reward queries (images scored)")
+                ax.set_xlabel(xlabel, fontsize=9)
         axes[r, 0].set_ylabel("change from the base model")
     if axes[0, 0].get_legend_handles_labels()[1]:
         axes[0, 0].legend(fontsize=7)
@@ -1024,9 +1181,8 @@ def t2i_eval_curve(scalars: pd.DataFrame, out_tables: Path, out_figs: Path) -> l
         else "one seed: no band"
     )
     fig.suptitle(f"Evaluations during training: mean change over {n}\n{band}", fontsize=10)
-    path = out_figs / "t2i_eval_vs_queries.png"
     save_figure(fig, path)
-    return [csv, path]
+    return path
 
 
 GUTTER = 200  # grey between images in the labelled sample grids (the shapes world's background is black)
@@ -1056,47 +1212,110 @@ def _compose(cells: np.ndarray, gutter: int = 2) -> np.ndarray:
     return out
 
 
+def _t2i_grid_blocks(samples: pd.DataFrame | None, run_id: str) -> list[tuple]:
+    """The blocks of a run's stored sample grid, from its first evaluation's sample rows: (split, prompts
+    shown, prompts evaluated, images shown, images per prompt) per split, train first; [] without rows."""
+    from suites.t2i.task import GRID_IMAGES, GRID_PROMPTS
+
+    if samples is None:
+        return []
+    rows = samples[samples.run_id == run_id]
+    rows = rows[rows.step == rows.step.min()]
+    blocks = []
+    for split in ("train", "test"):
+        s = rows[rows.split == split]
+        prompts = list(pd.unique(s.prompt))
+        per = int(s.image.max()) + 1 if len(s) else 0
+        if prompts:
+            blocks.append((split, prompts[:GRID_PROMPTS], len(prompts), min(per, GRID_IMAGES), per))
+    return blocks
+
+
+def _t2i_stored_grids(run_dir: Path) -> list[tuple[int, Path]]:
+    """A run's stored sample grids (samples_step<step>.png) as (step, path), by step."""
+    return sorted((int(p.stem.removeprefix("samples_step")), p) for p in run_dir.glob("samples_step*.png"))
+
+
+def _rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def t2i_samples_width(columns: int) -> float:
+    """Width in inches of a labelled sample figure with `columns` image columns (and the prompts' labels)."""
+    return 2.0 + 3.75 * columns
+
+
+def _t2i_labelled_figure(blocks: list[tuple], columns: list[tuple[np.ndarray, str]], suptitle: str):
+    """One panel per (split block, column): the column's cells [prompts, images, h, w, 3] of that block
+    composed with a grey gutter, each row labelled with its prompt (first column), the block's split in
+    every title and as the frame's colour (train blue, test red)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    total = sum(len(b[1]) for b in blocks)
+    fig, axes = plt.subplots(
+        len(blocks),
+        len(columns),
+        figsize=(t2i_samples_width(len(columns)), 0.62 * total + 1.2 * len(blocks) + 0.4),
+        gridspec_kw={"height_ratios": [len(b[1]) for b in blocks]},
+        squeeze=False,
+        constrained_layout=True,
+    )
+    start = 0
+    for i, (split, prompts, *_) in enumerate(blocks):
+        for j, (grid, title) in enumerate(columns):
+            ax = axes[i][j]
+            block = grid[start : start + len(prompts)]
+            h = block.shape[2]
+            ax.imshow(_compose(block), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(len(prompts))])
+            ax.set_yticklabels([textwrap.fill(p, 34) for p in prompts] if j == 0 else [], fontsize=7)
+            ax.tick_params(length=0)
+            weight = "bold" if j == 0 else "normal"
+            ax.set_title(f"{split.upper()} prompts: {title}", fontsize=8, fontweight=weight)
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:blue" if split == "train" else "tab:red")
+                spine.set_linewidth(2)
+        start += len(prompts)
+    fig.suptitle(suptitle, fontsize=8)
+    return fig
+
+
+def _t2i_shown(blocks: list[tuple]) -> str:
+    """'the first 2 of 2 evaluated train prompts, ..., 2 of 2 images each'."""
+    counts = ", ".join(f"the first {len(b[1])} of {b[2]} evaluated {b[0]} prompts" for b in blocks)
+    return f"{counts}, {blocks[0][3]} of {blocks[0][4]} images each"
+
+
 def t2i_sample_grids(
     final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir: Path, out_figs: Path
 ) -> list[Path]:
     """Per (task, method): the first seed's samples before fine-tuning beside the final model's (same noise),
     rebuilt from the run's stored grids (samples_step*.png) with each row's prompt (from the run's sample
     rows), a grey gutter between images and one labelled block per split.  A run without sample rows (or
-    whose grid does not match them) gets the stored grids side by side, unlabelled, as before."""
+    whose grid does not match them) gets the stored grids side by side, unlabelled, as before.  Then, per
+    prompt set with two or more methods, all of them side by side (`t2i_side_by_side_grids`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from suites.t2i.task import GRID_IMAGES, GRID_PROMPTS
 
     paths = []
     for (task, algo), g in final.groupby(["task_id", "algorithm"]):
         first = g.sort_values("seed").iloc[0]
-        pngs = sorted((runs_dir / first.run_id).glob("samples_step*.png"))
+        pngs = _t2i_stored_grids(runs_dir / first.run_id)
         if len(pngs) < 2:
             continue
-        before, after = (np.asarray(Image.open(p).convert("RGB")) for p in (pngs[0], pngs[-1]))
-        final_step = int(pngs[-1].stem.removeprefix("samples_step"))
+        before, after = _rgb(pngs[0][1]), _rgb(pngs[-1][1])
+        final_step = pngs[-1][0]
         name = _set_name(task)
         method = T2I_NAMES.get(algo, algo)
-        blocks = []  # (split, prompts shown, evaluated prompts, images shown, images per prompt)
-        rows = (
-            samples[
-                (samples.run_id == first.run_id)
-                & (samples.step == samples[samples.run_id == first.run_id].step.min())
-            ]
-            if samples is not None
-            else None
-        )
-        if rows is not None and len(rows):
-            for split in ("train", "test"):
-                s = rows[rows.split == split]
-                prompts = list(pd.unique(s.prompt))
-                per = int(s.image.max()) + 1 if len(s) else 0
-                if prompts:
-                    blocks.append((split, prompts[:GRID_PROMPTS], len(prompts), min(per, GRID_IMAGES), per))
+        blocks = _t2i_grid_blocks(samples, first.run_id)
         total = sum(len(b[1]) for b in blocks)
         cells = [_grid_cells(image, total, blocks[0][3]) if blocks else None for image in (before, after)]
         if any(c is None for c in cells):
@@ -1112,47 +1331,84 @@ def t2i_sample_grids(
                 fontsize=8,
             )
         else:
-            heights = [len(b[1]) for b in blocks]
-            fig, axes = plt.subplots(
-                len(blocks),
-                2,
-                figsize=(9.5, 0.62 * total + 1.2 * len(blocks) + 0.4),
-                gridspec_kw={"height_ratios": heights},
-                squeeze=False,
-                constrained_layout=True,
-            )
-            start = 0
-            for i, (split, prompts, evaluated, shown, per) in enumerate(blocks):
-                for j, (grid, title) in enumerate(
-                    (
-                        (cells[0], "base model (before fine-tuning)"),
-                        (cells[1], f"{method}, final model (step {final_step})"),
-                    )
-                ):
-                    ax = axes[i][j]
-                    block = grid[start : start + len(prompts)]
-                    h = block.shape[2]
-                    ax.imshow(_compose(block), interpolation="nearest")
-                    ax.set_xticks([])
-                    ax.set_yticks([2 + r * (h + 2) + h / 2 for r in range(len(prompts))])
-                    ax.set_yticklabels([textwrap.fill(p, 34) for p in prompts] if j == 0 else [], fontsize=7)
-                    ax.tick_params(length=0)
-                    ax.set_title(
-                        f"{split.upper()} prompts: {title}",
-                        fontsize=8,
-                        fontweight="bold" if j == 0 else "normal",
-                    )
-                    for spine in ax.spines.values():
-                        spine.set_edgecolor("tab:blue" if split == "train" else "tab:red")
-                        spine.set_linewidth(2)
-                start += len(prompts)
-            counts = ", ".join(f"the first {len(b[1])} of {b[2]} evaluated {b[0]} prompts" for b in blocks)
-            fig.suptitle(
-                f"{name}, seed {first.seed}: {counts}, {blocks[0][3]} of {blocks[0][4]} images each; "
-                f"one row per prompt, same noise before and after",
-                fontsize=8,
+            fig = _t2i_labelled_figure(
+                blocks,
+                [
+                    (cells[0], "base model (before fine-tuning)"),
+                    (cells[1], f"{method}, final model (step {final_step})"),
+                ],
+                f"{name}, seed {first.seed}: {_t2i_shown(blocks)}; one row per prompt, same noise before and "
+                f"after",
             )
         path = out_figs / f"t2i_samples_{name}_{algo}.png"
+        save_figure(fig, path)
+        paths.append(path)
+    return paths + t2i_side_by_side_grids(final, samples, runs_dir, out_figs)
+
+
+def _same_images(a: np.ndarray, b: np.ndarray) -> bool:
+    """The same 8-bit images, up to one level (a last-bit difference in a UNet's float arithmetic may round
+    a pixel the other way); images from other noise differ far more."""
+    return a.shape == b.shape and int(np.abs(a.astype(np.int16) - b.astype(np.int16)).max()) <= 1
+
+
+def t2i_side_by_side_grids(
+    final: pd.DataFrame, samples: pd.DataFrame | None, runs_dir: Path, out_figs: Path
+) -> list[Path]:
+    """Per prompt set run by two or more methods: base | each method's final model (T2I_ORDER), the lowest
+    seed every method ran, the same prompts and image indices, labelled as the per-method grids
+    (t2i_samples_<set>_side_by_side.png).  The base column is the first method's step-0 grid.  A column is
+    on the same noise as the others only if its run's own step-0 grid shows the same images (the base model
+    is the same network in every run, so it does exactly when both runs drew the same evaluation noise); a
+    method whose base images differ is left out and named in the title.  Runs whose stored grids do not
+    match their sample rows are left out too."""
+    paths = []
+    for task, g in final.groupby("task_id"):
+        runs = g.drop_duplicates("run_id")
+        algos = _t2i_order(runs.algorithm)
+        common = set.intersection(*(set(runs[runs.algorithm == a].seed) for a in algos))
+        if len(algos) < 2 or not common:
+            continue
+        seed = min(common)
+        run_of = {a: runs[(runs.algorithm == a) & (runs.seed == seed)].run_id.iloc[0] for a in algos}
+        blocks = _t2i_grid_blocks(samples, run_of[algos[0]])
+        grids = {a: _t2i_stored_grids(runs_dir / run_of[a]) for a in algos}
+        if not blocks or len(grids[algos[0]]) < 2:
+            continue
+        total = sum(len(b[1]) for b in blocks)
+        base = _grid_cells(_rgb(grids[algos[0]][0][1]), total, blocks[0][3])
+        if base is None:
+            continue
+        columns, left_out = [(base, "base model (before fine-tuning)")], []
+        for algo in algos:
+            ends = [grids[algo][0], grids[algo][-1]] if len(grids[algo]) >= 2 else []  # base and final
+            cells = [_grid_cells(_rgb(path), total, blocks[0][3]) for _, path in ends]
+            same = (
+                len(cells) == 2
+                and _t2i_grid_blocks(samples, run_of[algo]) == blocks
+                and all(c is not None for c in cells)
+                and _same_images(cells[0], base)
+            )
+            if not same:
+                left_out.append(T2I_NAMES.get(algo, algo))
+                continue
+            columns.append((cells[1], f"{T2I_NAMES.get(algo, algo)}, final (step {grids[algo][-1][0]})"))
+        if len(columns) < 2:
+            continue
+        name = _set_name(task)
+        note = (
+            f" Left out, its base images differ (other evaluation noise) or its grid does not fit: "
+            f"{', '.join(left_out)}."
+            if left_out
+            else ""
+        )
+        fig = _t2i_labelled_figure(
+            blocks,
+            columns,
+            f"{name}, seed {seed}: {_t2i_shown(blocks)}; one row per prompt; every column on the same "
+            f"evaluation noise (each run's own base images are the base column's).{note}",
+        )
+        path = out_figs / f"t2i_samples_{name}_side_by_side.png"
         save_figure(fig, path)
         paths.append(path)
     return paths

@@ -6,6 +6,7 @@ import functools
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,9 +19,18 @@ import fixtures
 b2fb = functools.partial(fixtures.b2fb, timeout=900)
 
 
-def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
-    first = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory):
+    """One tiny t2i bench (DDPO, B²-DiffuRL and its 'neither' ablation, 1 seed, one prompt set) through the
+    CLI, shared by the tests below: its results directory's parent."""
+    root = tmp_path_factory.mktemp("t2i_tiny")
+    first = b2fb(root, "run", "--suite", "t2i", "--size", "tiny")
     assert first.returncode == 0, first.stderr[-3000:]
+    return root
+
+
+def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tiny_bench):
+    tmp_path = tiny_bench
     runs = sorted((tmp_path / "results" / "t2i" / "runs").iterdir())
     assert [r.name.split("--")[0] for r in runs] == ["b2diffurl", "b2diffurl_neither", "ddpo"]
     run = runs[2]
@@ -57,6 +67,89 @@ def test_tiny_t2i_bench_fine_tunes_evaluates_and_tabulates(tmp_path):
     assert (figures / "t2i_samples_shapes-composition_ddpo.png").is_file()
     again = b2fb(tmp_path, "run", "--suite", "t2i", "--size", "tiny")
     assert again.returncode == 0 and "(3 complete, 0 to run)" in again.stdout
+
+
+def _runs(root: Path) -> dict[str, Path]:
+    return {r.name.split("--")[0]: r for r in (root / "results" / "t2i" / "runs").iterdir()}
+
+
+def _final(run: Path, metric: str) -> float:
+    """A run's last evaluation of `metric`, read from its own scalars.jsonl."""
+    rows = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if r["split"] == "eval" and r["metric"] == metric]
+    return max(evals, key=lambda r: r["step"])["value"]
+
+
+def _md_table(text: str) -> pd.DataFrame:
+    """The table of a t2i_alignment.md, as text cells."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return pd.DataFrame(cells[2:], columns=cells[0])
+
+
+def test_tiny_t2i_table_sets_each_method_beside_ddpo_paired_by_seed(tiny_bench):
+    """'<method> − DDPO' for B²-DiffuRL and its ablation (not for DDPO itself): seed k minus DDPO's seed k,
+    in the table, the raw csv (against = ddpo) and the tested family, with the footer naming the pairing."""
+    from benchmarks.tables import fmt_signed
+
+    tables = tiny_bench / "results" / "t2i" / "tables" / "tiny"
+    table = (tables / "t2i_alignment.md").read_text()
+    frame = _md_table(table)
+    assert {"B²-DiffuRL − DDPO", "B²-DiffuRL, neither − DDPO"} <= set(frame.columns)
+    assert "DDPO − DDPO" not in frame.columns and "DDPO − control" not in frame.columns  # no control ran
+    runs = _runs(tiny_bench)
+    expected = _final(runs["b2diffurl"], "train/clipscore") - _final(runs["ddpo"], "train/clipscore")
+    raw = pd.read_csv(tables / "t2i_alignment.csv")
+    versus = raw[raw.against == "ddpo"].set_index(["algorithm", "split", "metric"])
+    assert set(versus.index.get_level_values(0)) == {"b2diffurl", "b2diffurl_neither"}
+    assert versus.loc[("b2diffurl", "train", "clipscore"), "delta"] == pytest.approx(expected, abs=1e-12)
+    cell = frame[(frame.split == "train") & (frame.metric == "clipscore")]["B²-DiffuRL − DDPO"].item()
+    assert cell == fmt_signed(expected, float("nan"), float("nan"), 4)  # one seed: no interval
+    tests = pd.read_csv(tables / "t2i_alignment_tests.csv").set_index("difference")
+    label = "B²-DiffuRL − DDPO, shapes-composition train clipscore"
+    assert tests.loc[label, "estimate"] == pytest.approx(expected)
+    assert len(tests) == len(raw)  # every printed difference is in the one Holm family
+    assert "'B²-DiffuRL − DDPO', 'B²-DiffuRL, neither − DDPO': the same noise" in table
+
+
+def test_tiny_t2i_table_has_the_papers_columns_empty_and_says_why(tiny_bench):
+    table = (tiny_bench / "results" / "t2i" / "tables" / "tiny" / "t2i_alignment.md").read_text()
+    frame = _md_table(table)
+    for column in ("DDPO (paper)", "B²-DiffuRL (paper)"):
+        assert set(frame[column]) == {"–"}
+    assert "the B²-DiffuRL paper's numbers are not available to this project" in table
+    assert "no value is invented" in table and "Stable Diffusion v1.4" in table and "ViT-H-14" in table
+
+
+def test_tiny_t2i_methods_share_the_base_models_evaluation_noise(tiny_bench):
+    """Seed k's evaluation noise depends on (eval_seed, seed, split) only, and DDPO and B²-DiffuRL sample it
+    with the same DDIM steps, eta and CFG at the tiny size: their base models (LoRA at zero) draw the same
+    images.  clipscore may differ in the last float32 bit: B²-DiffuRL embeds every prompt once at its start
+    (core.embed_prompts_once) and caches it, DDPO embeds the evaluation prompts in other encoder batches."""
+    from PIL import Image
+
+    runs = _runs(tiny_bench)
+    grids = {a: np.asarray(Image.open(r / "samples_step00000.png")) for a, r in runs.items()}
+    assert all(np.array_equal(g, grids["ddpo"]) for g in grids.values())
+    base = {a: pd.read_parquet(r / "samples.parquet").query("step == 0").reset_index(drop=True)
+            for a, r in runs.items()}
+    exact = ["split", "prompt", "image", "oracle", "oracle_binary", "diversity_pixel_rms"]
+    for algo in ("b2diffurl", "b2diffurl_neither"):
+        assert base[algo][exact].equals(base["ddpo"][exact])
+        assert np.allclose(base[algo].clipscore, base["ddpo"].clipscore, rtol=0, atol=1e-6)
+
+
+def test_tiny_t2i_figures_show_every_method_side_by_side_and_against_unet_evaluations(tiny_bench):
+    from PIL import Image
+
+    from benchmarks.tables import FIGURE_DPI, t2i_samples_width
+
+    figures = tiny_bench / "results" / "t2i" / "figures" / "tiny"
+    assert (figures / "t2i_reward_vs_unet_evals.png").is_file()
+    side = Image.open(figures / "t2i_samples_shapes-composition_side_by_side.png")
+    assert side.size[0] == round(FIGURE_DPI * t2i_samples_width(1 + 3))  # base | DDPO | B² | B², neither
+    for algo in ("ddpo", "b2diffurl", "b2diffurl_neither"):             # the per-method figures stay
+        assert (figures / f"t2i_samples_shapes-composition_{algo}.png").is_file()
 
 
 @pytest.mark.parametrize("args, expected", [
