@@ -539,7 +539,9 @@ def dmc_tables(
         tests,
     )
     final = final.assign(algorithm=np.where(final.obs == "pixels", final.algorithm + PIXELS, final.algorithm))
-    algos = [a for a in algos] + [f"{a}{PIXELS}" for a in learned if f"{a}{PIXELS}" in set(final.algorithm)]
+    # only methods with runs in this selection (e.g. `--tasks` of pixel trials alone has no state runs)
+    present = set(final.algorithm)
+    algos = [a for a in algos if a in present] + [f"{a}{PIXELS}" for a in learned if f"{a}{PIXELS}" in present]
     paths += dmc_aggregate(final, algos, out_tables, out_figs, reps, seed)
     return paths
 
