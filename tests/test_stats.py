@@ -713,3 +713,22 @@ def test_labelled_sample_grid_cuts_the_tasks_own_grid_and_names_each_prompt(tmp_
         assert p in text
     assert "TRAIN prompts" in text and "TEST prompts" in text and "step 7" in text
     assert f"the first {min(8, GRID_PROMPTS)} of 8 evaluated train prompts" in text
+
+
+def test_dmc_tables_of_pixel_runs_alone_aggregate_only_the_methods_that_ran(tmp_path):
+    """A `--tasks` selection of pixel trials has no state runs: the aggregate lists the pixel methods only
+    (it crashed on the absent state methods' empty matrix, found by the fresh-clone timing of issue 18)."""
+    import pandas as pd
+
+    from benchmarks.tables import dmc_tables
+
+    rows = [
+        {"run_id": f"{algo}-{seed}", "task_id": "dmc/walker-zeroshot-pixels-v0", "algorithm": algo, "seed": seed,
+         "step": 2000, "split": "eval", "metric": f"{task}/return", "value": float(10 * seed + i + len(algo))}
+        for algo in ("fb", "onestep_fb") for seed in range(3)
+        for i, task in enumerate(("flip", "run", "stand", "walk"))
+    ]
+    dmc_tables(pd.DataFrame(rows), tmp_path / "tables", tmp_path / "figures", missing=0, reps=200, seed=0)
+    aggregate = pd.read_csv(tmp_path / "tables" / "dmc_aggregate.csv")
+    assert list(aggregate["method"]) == ["FB (pixels)", "one-step FB (pixels)"]
+    assert list(aggregate["seeds"]) == [3, 3] and list(aggregate["tasks"]) == [4, 4]
