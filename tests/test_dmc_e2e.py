@@ -97,3 +97,22 @@ def test_tiny_pixel_runs_of_each_algorithm_go_through_the_orchestrator(tmp_path)
     rows = [line for line in table.splitlines() if line.startswith("| walker   | stand")]
     assert [r.split("|")[3].strip() for r in rows] == ["state", "pixels"]
     assert "FB: pixels − state" in table and "their state runs fill both rows" in table
+    # Without the untrained evaluation (eval_at_start false, the cpu pixel grid's setting) the run has no
+    # step-0 evaluation, and its final evaluation is the default run's to the bit: evaluation draws nothing
+    # from the training generator, so dropping the step-0 one changes no trained number.
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "data").symlink_to(tmp_path / "data")
+    skip = b2fb(late, "run", "--suite", "dmc", "--size", "tiny", "--tasks", "dmc/walker-zeroshot-pixels-v0",
+                "--algos", "fb", "--set", "fb.eval_at_start=false")
+    assert skip.returncode == 0, skip.stderr[-3000:]
+
+    def evals(run):
+        rows = [json.loads(line) for line in (run / "scalars.jsonl").read_text().splitlines()]
+        return {(r["step"], r["metric"]): r["value"] for r in rows if r["split"] == "eval"}
+
+    (default,) = [r for r in runs if r.name.startswith("fb--")]
+    (skipped,) = sorted((late / "results" / "dmc" / "runs").glob("fb--*pixels*"))
+    assert skipped.name != default.name  # a changed added_field re-keys the run
+    assert {s for s, _ in evals(default)} == {0, 20} and {s for s, _ in evals(skipped)} == {20}
+    assert evals(skipped) == {k: v for k, v in evals(default).items() if k[0] == 20}

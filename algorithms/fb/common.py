@@ -137,7 +137,7 @@ def train_and_evaluate(agent: Any, task: Any, cfg: Any, run: Any) -> None:
         agent.load_state_dict(state["agent"])
         generator.set_state(state["generator"])
         start = int(state["step"])
-    else:
+    elif cfg.eval_at_start:
         run.log(0, task.evaluate(agent).metrics, split="eval")
     result = None
     for step in run.progress(range(start + 1, cfg.num_steps + 1), total=cfg.num_steps, initial=start):

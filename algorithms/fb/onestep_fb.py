@@ -24,6 +24,7 @@ from algorithms.fb.common import (DTYPES, LR_SCHEDULES, CheckpointedAgent, adam,
                                   all_actions_for, batch_to, call_frozen, check_choices, check_positive, frozen_copy,
                                   polyak_update, resolve_dtype, train_and_evaluate)
 from algorithms.fb.networks import ACTIVATIONS, ARCHS, GaussianActor, build_map, map_inputs
+from algorithms.registry import added_field
 from suites.zeroshot import TransitionBatch
 
 
@@ -90,7 +91,11 @@ class Config(EncoderConfig):
     log_every: int = 1000
     """Log training losses every this many steps."""
     eval_every: int = 100_000
-    """Evaluate zero-shot every this many steps (and at the start and the end)."""
+    """Evaluate zero-shot every this many steps (and at the end; at the start too with eval_at_start)."""
+    eval_at_start: bool = added_field(True, added="issue 18: the cpu pixel grid skips the untrained "
+                                                  "evaluation (half of a pixel trial's rendered rollouts)")
+    """Evaluate the untrained agent at step 0 as well.  Off only saves time: evaluation is deterministic
+    (fixed episode seeds and inference samples) and draws nothing from the training generator."""
     checkpoint_every: int = 50_000
     """Save a resumable checkpoint every this many steps."""
 
