@@ -337,9 +337,11 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
         envs = [self._make_env(task) for _ in range(episodes)]
         k = self.frame_stack
         stacks = np.empty((episodes, k, 3, self.settings.size, self.settings.size), np.uint8)
+        draws = []
         for i, env in enumerate(envs):
             env.reset(seed=self.eval_seed + i)
-            stacks[i, :] = self.settings.render(env.physics).transpose(2, 0, 1)
+            draws.append(self.settings.renderer(env.physics))
+            stacks[i, :] = draws[i]().transpose(2, 0, 1)
         returns = np.zeros(episodes)
         for _ in range(self.episode_length):
             obs = stacks.reshape(episodes, 3 * k, self.settings.size, self.settings.size)
@@ -348,5 +350,5 @@ class DMCPixelZeroShotTask(DMCZeroShotTask):
             for i, (env, a) in enumerate(zip(envs, actions)):
                 _, reward, _ = env.step(a)
                 returns[i] += reward
-                stacks[i, -1] = self.settings.render(env.physics).transpose(2, 0, 1)
+                stacks[i, -1] = draws[i]().transpose(2, 0, 1)
         return returns.tolist()
