@@ -156,8 +156,10 @@ PIXEL_WIDER = {**PIXEL_CPU, "encoder_channels": 32, "batch_size": 128}
 
 def measure_rendering(episodes: int = 8, length: int = 250) -> dict:
     """Frames/s of `b2fb render` (walker, camera 0, 64 px, shadows and reflections off) with 1 and 2
-    workers on the same small random dataset (`episodes` x `length` steps), each from scratch.  Two rates:
-    over the call (worker start-up included) and per CPU second of the workers (what the cores cost)."""
+    workers on the same small random dataset (`episodes` x `length` steps), each from scratch.  Three rates:
+    over the call (GL probe and worker start-up included: what a short render costs), at steady state
+    (frames per second of the workers' time inside their episodes, times the workers: what a dataset-size
+    render approaches) and per CPU second of the workers (what the cores cost)."""
     from suites.dmc.collect import collect
     from suites.dmc.pixels import RenderSettings, render_dataset
 
@@ -169,12 +171,16 @@ def measure_rendering(episodes: int = 8, length: int = 250) -> dict:
         for workers in (1, 2):
             summary = render_dataset(os.path.join(tmp, "d"), settings, workers=workers, progress=False)
             out[f"{workers}_workers_frames_per_s"] = round(summary["frames_per_second"], 1)
+            out[f"{workers}_workers_steady_frames_per_s"] = round(
+                workers * summary["frames"] / summary["episode_seconds"], 1)
             out[f"{workers}_workers_cpu_ms_per_frame"] = round(1e3 * summary["cpu_seconds_per_frame"], 2)
             out["renderer"] = summary["renderer"]
             import shutil
 
             shutil.rmtree(summary["out_dir"])
     out["speedup_2_vs_1"] = round(out["2_workers_frames_per_s"] / out["1_workers_frames_per_s"], 2)
+    out["steady_speedup_2_vs_1"] = round(
+        out["2_workers_steady_frames_per_s"] / out["1_workers_steady_frames_per_s"], 2)
     return out
 
 

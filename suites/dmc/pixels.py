@@ -341,7 +341,8 @@ def render_dataset(
     """Render the pixel dataset of a complete state dataset (or of its episode files `names`) into
     `<state_dir>/<settings.dirname>/`.  Resumable: frame files already rendered from the current state files
     are kept.  Returns {out_dir, episodes, rendered, frames, seconds, frames_per_second, sha256, renderer,
-    cpu_seconds_per_frame}."""
+    cpu_seconds_per_frame, episode_seconds}: `seconds` is the whole call (GL probe and worker start-up
+    included), `episode_seconds` the workers' summed time inside their episodes (rendering and writing)."""
     state_dir = Path(state_dir).expanduser().resolve()
     if not state_dir.is_dir():
         raise UserError(
@@ -379,7 +380,7 @@ def render_dataset(
     ]
     renderer = meta.get("gl_renderer")
     started, cpu = time.perf_counter(), 0.0
-    frames_done = 0
+    frames_done, episode_seconds = 0, 0.0
     if todo:
         renderer = probe(settings)
         base = {
@@ -406,9 +407,10 @@ def render_dataset(
         written: dict[str, tuple[str, float]] = {}
 
         def on_message(message: tuple) -> None:
-            nonlocal frames_done
+            nonlocal frames_done, episode_seconds
             if message[0] == "episode":
                 _, name, digest, n, _seconds, _cpu = message
+                episode_seconds += _seconds
                 frame_hashes[name], rendered_from[name] = digest, state_hashes.get(name)
                 written[name] = (digest, _cpu)
                 frames_done += n
@@ -447,6 +449,7 @@ def render_dataset(
         "seconds": seconds,
         "frames_per_second": frames_done / seconds if todo and seconds > 0 else None,
         "cpu_seconds_per_frame": cpu / frames_done if frames_done else None,
+        "episode_seconds": episode_seconds,
         "sha256": meta["sha256"],
         "renderer": renderer,
     }
