@@ -53,7 +53,7 @@ something other than grad E[r]; the cosine says how far.  Groups are cached unde
     python -m benchmarks.gradient_snr_t2i [--size cpu] [--config FILE] [--groups 24] [--images-per-group K]
                                           [--reward NAME] [--tasks ID ..] [--out DIR]
     python -m benchmarks.gradient_snr_t2i --b2 [--groups 50] [--control brightness] [--cache DIR] ...
-    python -m benchmarks.gradient_snr_t2i --config benchmarks/configs/t2i_shapes16.yaml --subsets --cache DIR
+    python -m benchmarks.gradient_snr_t2i --config benchmarks/configs/t2i.yaml --subsets --cache DIR
 
 --subsets keeps each step's gradient of every group (issue 17's levers): r for the LoRA on all attention
 projections, on the cross-attention ones only and on the self-attention ones only (at the base model LoRA's
@@ -74,7 +74,7 @@ import pandas as pd
 
 from algorithms.diffusion.ddpo import Config
 from benchmarks.config import build_config, load_experiment
-from benchmarks.diagnose_t2i import write_table
+from benchmarks.diagnose_t2i import SHAPES32_CONFIG, write_table
 from suites import registry
 from suites.errors import UserError
 
@@ -483,8 +483,10 @@ def main_b2(args, trials, configs) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose DDPO settings are used (default: cpu)")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="grid file (default: benchmarks/configs/t2i.yaml)")
+    parser.add_argument("--config", type=Path, default=SHAPES32_CONFIG,
+                        help="grid file (default: benchmarks/configs/t2i_shapes32.yaml, the 32 x 32 grid that the "
+                             "committed files in results/t2i/diagnostics/cpu/ describe; the 16 x 16 default is "
+                             "benchmarks/configs/t2i.yaml)")
     parser.add_argument("--groups", type=int, default=24, help="independent prompt groups per set (default 24)")
     parser.add_argument("--images-per-group", type=int, default=None,
                         help="images of each group's prompt (default: the grid's sample_images_per_prompt)")

@@ -285,7 +285,8 @@ def test_the_shuffled_advantage_control_trains_on_a_permutation_of_ddpos_advanta
 
 
 @pytest.mark.parametrize("grid, algorithms, n_trials", [("control", {"ddpo", "ddpo_shuffled"}, 24),
-                                                        ("grid640", {"ddpo"}, 12), ("grid1920", {"ddpo"}, 12)])
+                                                        ("grid640", {"ddpo"}, 12), ("grid1920", {"ddpo"}, 12),
+                                                        ("shapes32", {"ddpo"}, 12)])
 def test_diagnostic_grid_files_reproduce_their_committed_runs(grid, algorithms, n_trials):
     """benchmarks/configs/t2i_<grid>.yaml pins an earlier cpu default that now lives as a diagnostic: its
     trials are exactly the committed runs under results/t2i/diagnostics/cpu/<grid> (a changed setting
@@ -299,19 +300,19 @@ def test_diagnostic_grid_files_reproduce_their_committed_runs(grid, algorithms, 
     assert len(trials) == n_trials and {t.algorithm for t in trials} == algorithms
     assert all(is_complete(root / "results" / "t2i" / "diagnostics" / "cpu" / grid, t) for t in trials)
     default = load_experiment("t2i", "cpu")
-    assert set(default.algorithms) == {"ddpo"} and len(default.trials()) == 12
+    assert set(default.algorithms) == {"ddpo", "ddpo_shuffled", "b2diffurl"} and len(default.trials()) == 36
     assert [t for t, _ in default.tasks] == [t for t, _ in pinned.tasks] and default.seeds == pinned.seeds
 
 
-def test_the_cpu_default_spends_more_queries_than_the_grids_it_replaced():
-    """The default differs from the 640-query grid only in the named deviations of t2i.yaml: 10 DDIM steps
-    with half of them trained, 4 optimizer steps an epoch, 3x the epochs and lr 1e-3; from the 1920-query
-    grid it replaced only in the learning rate."""
+def test_the_32_grid_spends_more_queries_than_the_grids_it_replaced():
+    """The 32 x 32 grid (the cpu default until issue 17) differs from the 640-query grid only in the named
+    deviations of t2i_shapes32.yaml: 10 DDIM steps with half of them trained, 4 optimizer steps an epoch, 3x
+    the epochs and lr 1e-3; from the 1920-query grid it replaced only in the learning rate."""
     from benchmarks.config import load_experiment
 
     configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
     old = load_experiment("t2i", "cpu", configs / "t2i_grid640.yaml").algorithms["ddpo"]
-    new = load_experiment("t2i", "cpu").algorithms["ddpo"]
+    new = load_experiment("t2i", "cpu", configs / "t2i_shapes32.yaml").algorithms["ddpo"]
     assert new == dataclasses.replace(old, num_epochs=3 * old.num_epochs, eval_every=old.num_epochs,
                                       sample_num_steps=10, timestep_fraction=0.5,
                                       gradient_accumulation_steps=4, checkpoint_every=5, learning_rate=1e-3)
@@ -320,3 +321,25 @@ def test_the_cpu_default_spends_more_queries_than_the_grids_it_replaced():
     per_epoch = new.sample_batch_size * new.sample_num_batches_per_epoch
     assert per_epoch // (new.train_batch_size * new.gradient_accumulation_steps) == 4
     assert new.num_train_timesteps == 5
+
+
+def test_the_cpu_default_is_the_16_grid_with_its_named_deviations_and_equal_queries():
+    """t2i.yaml's cpu size (issue 17) changes the 32 x 32 grid's DDPO only where its header names a deviation
+    (the 16 x 16 base model, 70 epochs evaluated every 35), runs the no-signal control with DDPO's exact
+    config, and gives B²-DiffuRL the same reward-query budget a run (2240)."""
+    from benchmarks.config import load_experiment
+
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    old = load_experiment("t2i", "cpu", configs / "t2i_shapes32.yaml")
+    new = load_experiment("t2i", "cpu")
+    ddpo = new.algorithms["ddpo"]
+    assert ddpo == dataclasses.replace(old.algorithms["ddpo"], num_epochs=70, eval_every=35)
+    assert new.algorithms["ddpo_shuffled"] == ddpo
+    assert [t for t, _ in new.tasks] == [t for t, _ in old.tasks] and new.seeds == old.seeds
+    for (_, k_new), (_, k_old) in zip(new.tasks, old.tasks):
+        assert {**k_new, "model_dir": None} == k_old and k_old["model_dir"] is None  # 32 x 32: the default model
+        assert Path(k_new["model_dir"]).name == "shapes16-base-v0"
+    b2 = new.algorithms["b2diffurl"]
+    ddpo_queries = ddpo.num_epochs * ddpo.sample_batch_size * ddpo.sample_num_batches_per_epoch
+    assert ddpo_queries == b2.num_stages * b2.queries_per_stage == 2240
+    assert b2.sample_num_steps == ddpo.sample_num_steps == 10 and b2.guidance_scale == ddpo.guidance_scale

@@ -160,12 +160,13 @@ def test_gradient_subsets_resume_from_the_cache_and_match_an_uncached_run(tmp_pa
 
 
 def test_the_ablation_grid_matches_the_main_16_grid_but_for_the_switches():
-    """t2i_shapes16_ablations.yaml runs b2diffurl's two ablations on 2 of the main grid's sets with the same
-    task settings, seeds and B²-DiffuRL config, so that its runs pair by seed with the main grid's."""
+    """t2i_shapes16_ablations.yaml runs b2diffurl's two ablations on 2 of the main grid's (t2i.yaml's cpu size)
+    sets with the same task settings, seeds and B²-DiffuRL config, so that its runs pair by seed with the main
+    grid's."""
     from benchmarks.config import load_experiment
 
     configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
-    main = load_experiment("t2i", "cpu", configs / "t2i_shapes16.yaml")
+    main = load_experiment("t2i", "cpu")
     abl = load_experiment("t2i", "cpu", configs / "t2i_shapes16_ablations.yaml")
     assert set(abl.algorithms) == {"b2diffurl_no_backward", "b2diffurl_no_branch"}
     b2 = main.algorithms["b2diffurl"]
