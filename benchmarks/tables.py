@@ -662,6 +662,10 @@ T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
 # by seed.  DDPO is the RL objective B²-DiffuRL's released code builds on; which comparisons the paper's
 # tables make is not known (t2i.md §4.3).
 T2I_REFERENCE = "ddpo"
+# ablation -> the full method it switches a part of: where both ran, '<ablation> − <method>' too, paired by
+# seed (what removing the part cost at the same settings and budget: B²-DiffuRL's ablation study).
+T2I_ABLATION_OF = {"b2diffurl_no_backward": "b2diffurl", "b2diffurl_no_branch": "b2diffurl",
+                   "b2diffurl_neither": "b2diffurl"}
 
 
 def _t2i_order(algos) -> list[str]:
@@ -671,12 +675,14 @@ def _t2i_order(algos) -> list[str]:
 
 def _t2i_comparisons(algos) -> list[tuple[str, str]]:
     """The differences of two methods that the table prints, as (method, reference), each paired by seed:
-    a method against its no-signal control, then every other fine-tuned method against DDPO."""
+    a method against its no-signal control, every other fine-tuned method against DDPO, then each ablation
+    against its full method."""
     present = _t2i_order(algos)
     pairs = [(a, c) for a, c in T2I_CONTROLS.items() if a in present and c in present]
     if T2I_REFERENCE in present:
         controls = set(T2I_CONTROLS.values())
         pairs += [(a, T2I_REFERENCE) for a in present if a != T2I_REFERENCE and a not in controls]
+    pairs += [(a, T2I_ABLATION_OF[a]) for a in present if T2I_ABLATION_OF.get(a) in present]
     return pairs
 
 
@@ -780,12 +786,14 @@ def _t2i_pairing_note(base: pd.DataFrame, comparisons: list[tuple[str, str]]) ->
         return ""
     same = [f"'{column}'" for column, v in verdicts.items() if v]
     other = [f"'{column}'" for column, v in verdicts.items() if not v]
+    ablation = ("; '<ablation> − B²-DiffuRL': an ablation against the full method, the same settings and budget "
+                "but one part switched off" if any(T2I_ABLATION_OF.get(a) == r for a, r in comparisons) else "")
     text = (
         " A difference of two methods pairs seed k of one with seed k of the other on the same prompts "
         "('− control': a method against its no-signal control, the same settings and seeds with each epoch's "
         "advantages shuffled; '− DDPO': a fine-tuned method against DDPO, each with its own settings and "
-        "budget). A run draws its evaluation noise from the task's eval_seed, its seed and the split alone, "
-        "so such a pair is judged on the same noise when both sample with the same DDIM steps, eta and "
+        f"budget{ablation}). A run draws its evaluation noise from the task's eval_seed, its seed and the split "
+        "alone, so such a pair is judged on the same noise when both sample with the same DDIM steps, eta and "
         "guidance"
     )
     if same:

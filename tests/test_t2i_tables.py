@@ -190,3 +190,25 @@ def test_side_by_side_grid_puts_every_method_on_the_same_noise_beside_the_base(t
     shown = fig.axes[1].get_images()[0].get_array()                 # DDPO's train block: its final images
     cells = tables._grid_cells(grid(2), 3, per)
     assert np.array_equal(np.asarray(shown), tables._compose(cells[:2]))
+
+
+def test_each_ablation_is_set_beside_its_full_method_and_beside_ddpo(tmp_path, figures):
+    """B²-DiffuRL's ablations get '<ablation> − B²-DiffuRL' (paired by seed, in the Holm family) as well as
+    '− DDPO'; without B²-DiffuRL's runs the first is absent."""
+    finals = {**FINALS, ("b2diffurl_no_branch", "t2i/a-v0"): [0.46, 0.46, 0.49],
+              ("b2diffurl_no_branch", "t2i/b-v0"): [0.51, 0.50, 0.53]}
+    tables.t2i_tables(_scalars(finals), tmp_path / "t", tmp_path / "f", missing=0, reps=100, seed=0)
+    raw = pd.read_csv(tmp_path / "t" / "t2i_alignment.csv")
+    mine = raw[raw.algorithm == "b2diffurl_no_branch"].set_index(["against", "task"])
+    a = np.array([0.46, 0.46, 0.49]) - np.array([0.48, 0.49, 0.50])
+    assert mine.loc[("b2diffurl", "t2i/a-v0"), "delta"] == pytest.approx(a.mean())
+    assert mine.loc[("b2diffurl", "t2i/a-v0"), "p"] == pytest.approx(sps.ttest_1samp(a, 0).pvalue)
+    assert {"base", "ddpo", "b2diffurl"} == set(mine.index.get_level_values(0))
+    tests = pd.read_csv(tmp_path / "t" / "t2i_alignment_tests.csv")
+    assert "B²-DiffuRL, no branch − B²-DiffuRL, all-sets train clipscore" in set(tests.difference)
+    assert len(tests) == len(raw) == 3 * 8        # 4 methods − base, − control, 2 − DDPO, 1 − B²-DiffuRL
+    table = (tmp_path / "t" / "t2i_alignment.md").read_text()
+    assert "B²-DiffuRL, no branch − B²-DiffuRL" in table and "one part switched off" in table
+    alone = {k: v for k, v in finals.items() if k[0] != "b2diffurl"}
+    tables.t2i_tables(_scalars(alone), tmp_path / "u", tmp_path / "g", missing=0, reps=100, seed=0)
+    assert set(pd.read_csv(tmp_path / "u" / "t2i_alignment.csv").against) == {"base", "ddpo_shuffled", "ddpo"}

@@ -168,11 +168,14 @@ def test_the_ablation_grid_matches_the_main_16_grid_but_for_the_switches():
     configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
     main = load_experiment("t2i", "cpu")
     abl = load_experiment("t2i", "cpu", configs / "t2i_shapes16_ablations.yaml")
-    assert set(abl.algorithms) == {"b2diffurl_no_backward", "b2diffurl_no_branch"}
+    assert set(abl.algorithms) == {"b2diffurl_no_backward", "b2diffurl_no_branch", "ddpo", "b2diffurl"}
     b2 = main.algorithms["b2diffurl"]
+    assert abl.algorithms["b2diffurl"] == b2 and abl.algorithms["ddpo"] == main.algorithms["ddpo"]
     assert abl.algorithms["b2diffurl_no_backward"] == dataclasses.replace(b2, backward=False)
     assert abl.algorithms["b2diffurl_no_branch"] == dataclasses.replace(b2, branch=False)
     tasks = dict(main.tasks)
     assert [t for t, _ in abl.tasks] == ["t2i/shapes-spatial-v0", "t2i/shapes-counting-v0"]
     assert all(kwargs == tasks[t] for t, kwargs in abl.tasks)
-    assert abl.seeds == main.seeds == [0, 1, 2] and len(abl.trials()) == 12
+    assert abl.seeds == main.seeds == [0, 1, 2] and len(abl.trials()) == 24
+    shared = {t.run_id for t in abl.trials() if t.algorithm in ("ddpo", "b2diffurl")}
+    assert len(shared) == 12 and shared <= {t.run_id for t in main.trials()}   # copies of the main grid's runs
