@@ -44,12 +44,17 @@ from benchmarks.results import SCALARS, atomic_write_csv, atomic_write_text, is_
 from suites import registry
 from suites.errors import UserError
 
-# The grid whose runs the committed files under results/t2i/diagnostics/cpu/ describe: the 32 x 32 shapes
-# world, the cpu default until issue 17's 16 x 16 world replaced it.  Pass --config benchmarks/configs/t2i.yaml
-# (and --results-dir results, --out elsewhere) for today's default; these defaults never overwrite a 32 x 32
-# file with a 16 x 16 one.
+# At the cpu size, the grid whose runs the committed files under results/t2i/diagnostics/cpu/ describe: the
+# 32 x 32 shapes world, the cpu default until issue 17's 16 x 16 world replaced it.  Pass --config
+# benchmarks/configs/t2i.yaml (and --results-dir results, --out elsewhere) for today's default; these defaults
+# never overwrite a 32 x 32 file with a 16 x 16 one.  Other sizes default to the suite's grid file.
 SHAPES32_CONFIG = Path(__file__).parent / "configs" / "t2i_shapes32.yaml"
 SHAPES32_RESULTS = Path("results/t2i/diagnostics/cpu/shapes32")
+
+
+def default_grid(size: str, config: Path | None) -> Path | None:
+    """--config as given; if not given, t2i_shapes32.yaml at the cpu size, else the suite's t2i.yaml (None)."""
+    return config if config is not None else (SHAPES32_CONFIG if size == "cpu" else None)
 
 
 def render_scores(task, split: str, images_per_prompt: int, distractors: bool, seed: int = 0) -> float:
@@ -201,18 +206,23 @@ def model_scores(results_root: Path, trials) -> dict[str, tuple[float, float, in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose runs are read (default: cpu)")
-    parser.add_argument("--config", type=Path, default=SHAPES32_CONFIG,
-                        help="grid file whose runs are read (default: benchmarks/configs/t2i_shapes32.yaml, the "
-                             "32 x 32 grid the committed diagnostics describe)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="grid file whose runs are read (default at --size cpu: benchmarks/configs/"
+                             "t2i_shapes32.yaml, the 32 x 32 grid the committed diagnostics describe; otherwise "
+                             "benchmarks/configs/t2i.yaml)")
     parser.add_argument("--algorithm", default="ddpo", help="whose runs give base / final (default: ddpo)")
-    parser.add_argument("--results-dir", default=str(SHAPES32_RESULTS),
-                        help=f"where the grid's runs are (default: {SHAPES32_RESULTS}, the 32 x 32 grid's)")
+    parser.add_argument("--results-dir", default=None,
+                        help=f"where the grid's runs are (default with the default grid at --size cpu: "
+                             f"{SHAPES32_RESULTS}, the 32 x 32 grid's; otherwise results)")
     parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
                                                     "(default: results/t2i/diagnostics/<size>)")
     parser.add_argument("--agreement-images", type=int, default=16,
                         help="base-model images per train prompt for agreement.md (default 16; 0 skips it)")
     args = parser.parse_args(argv)
+    if args.results_dir is None:
+        args.results_dir = SHAPES32_RESULTS if args.config is None and args.size == "cpu" else Path("results")
     results_root = Path(args.results_dir)
+    args.config = default_grid(args.size, args.config)
     try:
         exp = load_experiment("t2i", args.size, args.config)
         trials = [t for t in exp.trials() if t.algorithm == args.algorithm]

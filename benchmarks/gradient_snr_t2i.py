@@ -74,7 +74,7 @@ import pandas as pd
 
 from algorithms.diffusion.ddpo import Config
 from benchmarks.config import build_config, load_experiment
-from benchmarks.diagnose_t2i import SHAPES32_CONFIG, write_table
+from benchmarks.diagnose_t2i import default_grid, write_table
 from suites import registry
 from suites.errors import UserError
 
@@ -483,10 +483,10 @@ def main_b2(args, trials, configs) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="cpu", help="the grid size whose DDPO settings are used (default: cpu)")
-    parser.add_argument("--config", type=Path, default=SHAPES32_CONFIG,
-                        help="grid file (default: benchmarks/configs/t2i_shapes32.yaml, the 32 x 32 grid that the "
-                             "committed files in results/t2i/diagnostics/cpu/ describe; the 16 x 16 default is "
-                             "benchmarks/configs/t2i.yaml)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="grid file (default at --size cpu: benchmarks/configs/t2i_shapes32.yaml, the 32 x 32 "
+                             "grid that the committed files in results/t2i/diagnostics/cpu/ describe; the 16 x 16 "
+                             "default is benchmarks/configs/t2i.yaml; other sizes: t2i.yaml)")
     parser.add_argument("--groups", type=int, default=24, help="independent prompt groups per set (default 24)")
     parser.add_argument("--images-per-group", type=int, default=None,
                         help="images of each group's prompt (default: the grid's sample_images_per_prompt)")
@@ -519,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"--threads must be >= 1 (got {args.threads})")
         if args.subsets and args.b2:
             raise UserError("--subsets measures DDPO's estimator; drop --b2 or --subsets")
-        exp = load_experiment("t2i", args.size, args.config)
+        exp = load_experiment("t2i", args.size, default_grid(args.size, args.config))
         trials = [t for t in exp.trials() if t.algorithm == "ddpo" and "shapes-" in t.task_id]
         if not trials:
             raise UserError(f"the t2i {args.size} grid has no ddpo trial on a shapes set")

@@ -343,3 +343,13 @@ def test_the_cpu_default_is_the_16_grid_with_its_named_deviations_and_equal_quer
     ddpo_queries = ddpo.num_epochs * ddpo.sample_batch_size * ddpo.sample_num_batches_per_epoch
     assert ddpo_queries == b2.num_stages * b2.queries_per_stage == 2240
     assert b2.sample_num_steps == ddpo.sample_num_steps == 10 and b2.guidance_scale == ddpo.guidance_scale
+
+
+def test_the_t2i_diagnostics_default_to_the_32_grid_they_describe_at_the_cpu_size():
+    """diagnose_t2i and gradient_snr_t2i read t2i_shapes32.yaml at --size cpu unless given --config, so their
+    documented commands regenerate the 32 x 32 files in results/t2i/diagnostics/cpu/ and never overwrite them
+    with the 16 x 16 default's; other sizes use the suite's grid file."""
+    from benchmarks.diagnose_t2i import SHAPES32_CONFIG, default_grid
+
+    assert default_grid("cpu", None) == SHAPES32_CONFIG and SHAPES32_CONFIG.name == "t2i_shapes32.yaml"
+    assert default_grid("tiny", None) is None and default_grid("cpu", Path("x.yaml")) == Path("x.yaml")
