@@ -215,11 +215,18 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"where the grid's runs are (default with the default grid at --size cpu: "
                              f"{SHAPES32_RESULTS}, the 32 x 32 grid's; otherwise results)")
     parser.add_argument("--out", default=None, help="where to write headroom.md / .csv "
-                                                    "(default: results/t2i/diagnostics/<size>)")
+                                                    "(default: <results>/t2i/diagnostics/<size>, where <results> "
+                                                    "is results unless --results-dir is given; required with "
+                                                    "--config)")
     parser.add_argument("--agreement-images", type=int, default=16,
                         help="base-model images per train prompt for agreement.md (default 16; 0 skips it)")
     args = parser.parse_args(argv)
-    if args.results_dir is None:
+    if args.config is not None and args.out is None:
+        print(f"error: --config {args.config}: also give --out DIR (the default, results/t2i/diagnostics/"
+              f"{args.size}, holds the 32 x 32 grid's committed diagnostics)", file=sys.stderr)
+        return 2
+    defaulted = args.results_dir is None
+    if defaulted:
         args.results_dir = SHAPES32_RESULTS if args.config is None and args.size == "cpu" else Path("results")
     results_root = Path(args.results_dir)
     args.config = default_grid(args.size, args.config)
@@ -260,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             summary, prompts = agreement_rows(task, mine[0].algo_config, args.agreement_images)
             agreement.append({"prompt set": name, **summary})
             agreement_prompts += [{"prompt set": name, **row} for row in prompts]
-    out = Path(args.out) if args.out else Path("results") / "t2i" / "diagnostics" / args.size
+    out = Path(args.out) if args.out else (Path("results") if defaulted else results_root) / "t2i" / "diagnostics" / args.size
     if agreement:
         atomic_write_csv(out / "agreement_prompts.csv", pd.DataFrame(agreement_prompts))
         write_table(out, "agreement", f"Does the reward rank the base model's own samples like the oracle? "

@@ -509,10 +509,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="DDPO: keep each step's gradient and report r for parameter subsets (all LoRA, cross-"
                              "attention only, self-attention only) x step subsets (all, early half, late half)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; --b2: 1)")
-    parser.add_argument("--out", default="results/t2i/diagnostics/cpu",
-                        help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu)")
+    parser.add_argument("--out", default=None,
+                        help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu; "
+                             "required with --config)")
     args = parser.parse_args(argv)
     try:
+        if args.config is not None and args.out is None:
+            raise UserError(f"--config {args.config}: also give --out DIR (the default, results/t2i/diagnostics/cpu, "
+                            "holds the 32 x 32 grid's committed files)")
+        if args.out is None:
+            args.out = "results/t2i/diagnostics/cpu"
         if args.groups < 3:
             raise UserError(f"--groups must be >= 3 to separate signal from noise (got {args.groups})")
         if args.threads is not None and args.threads < 1:

@@ -353,3 +353,11 @@ def test_the_t2i_diagnostics_default_to_the_32_grid_they_describe_at_the_cpu_siz
 
     assert default_grid("cpu", None) == SHAPES32_CONFIG and SHAPES32_CONFIG.name == "t2i_shapes32.yaml"
     assert default_grid("tiny", None) is None and default_grid("cpu", Path("x.yaml")) == Path("x.yaml")
+
+
+def test_gradient_snr_with_another_grid_needs_its_own_out(capsys):
+    from benchmarks import gradient_snr_t2i
+
+    assert gradient_snr_t2i.main(["--config", "benchmarks/configs/t2i.yaml", "--groups", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "also give --out" in err[0]

@@ -317,9 +317,14 @@ def test_reward_headroom_diagnostic_rejects_a_grid_without_the_shapes_world(tmp_
     assert diagnose_t2i.main(["--size", "tiny", "--results-dir", str(tmp_path), "--agreement-images", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--agreement-images" in err[0]
-    assert diagnose_t2i.main(["--config", str(tmp_path / "nope.yaml"), "--results-dir", str(tmp_path)]) == 2
+    assert diagnose_t2i.main(["--config", str(tmp_path / "nope.yaml"), "--results-dir", str(tmp_path),
+                              "--out", str(tmp_path / "d")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nope.yaml does not exist" in err[0]
+    # another grid's diagnostics never land on the committed 32 x 32 ones by default
+    assert diagnose_t2i.main(["--config", "benchmarks/configs/t2i.yaml"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "also give --out" in err[0]
     assert not (tmp_path / "t2i").exists()
 
 
