@@ -109,7 +109,8 @@ def test_tiny_t2i_table_sets_each_method_beside_ddpo_paired_by_seed(tiny_bench):
     label = "B²-DiffuRL − DDPO, shapes-composition train clipscore"
     assert tests.loc[label, "estimate"] == pytest.approx(expected)
     assert len(tests) == len(raw)  # every printed difference is in the one Holm family
-    assert "'B²-DiffuRL − DDPO', 'B²-DiffuRL, neither − DDPO': the same noise" in table
+    same = "'B²-DiffuRL − DDPO', 'B²-DiffuRL, neither − DDPO', 'B²-DiffuRL, neither − B²-DiffuRL': the same noise"
+    assert same in table and "B²-DiffuRL, neither − B²-DiffuRL" in frame.columns   # the ablation beside its method
 
 
 def test_tiny_t2i_table_has_the_papers_columns_empty_and_says_why(tiny_bench):
