@@ -57,6 +57,27 @@ def default_grid(size: str, config: Path | None) -> Path | None:
     return config if config is not None else (SHAPES32_CONFIG if size == "cpu" else None)
 
 
+def diagnostic_paths(size: str, config: Path | None, results_dir: str | Path | None,
+                     out: str | Path | None) -> tuple[Path | None, Path, Path]:
+    """(grid file, folder holding the grid's runs, output folder) for a t2i diagnostic script.
+
+    Defaults: default_grid's grid; its runs in SHAPES32_RESULTS for the 32 x 32 grid, else in results; output
+    in <results>/t2i/diagnostics/<size>, where <results> is results unless results_dir is given.  Another
+    grid (--config) must name its own output folder, so its files never overwrite the committed 32 x 32 ones.
+    """
+    if config is not None and out is None:
+        raise UserError(f"--config {config}: also give --out DIR (the default, results/t2i/diagnostics/{size}, "
+                        "holds the 32 x 32 grid's committed diagnostics)")
+    grid = default_grid(size, config)
+    if results_dir is None:
+        runs = SHAPES32_RESULTS if config is None and size == "cpu" else Path("results")
+        default_out = Path("results") / "t2i" / "diagnostics" / size
+    else:
+        runs = Path(results_dir)
+        default_out = runs / "t2i" / "diagnostics" / size
+    return grid, runs, Path(out) if out is not None else default_out
+
+
 def render_scores(task, split: str, images_per_prompt: int, distractors: bool, seed: int = 0) -> float:
     """Mean clipscore of rendered images that satisfy the split's evaluation prompts."""
     import torch
@@ -221,16 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agreement-images", type=int, default=16,
                         help="base-model images per train prompt for agreement.md (default 16; 0 skips it)")
     args = parser.parse_args(argv)
-    if args.config is not None and args.out is None:
-        print(f"error: --config {args.config}: also give --out DIR (the default, results/t2i/diagnostics/"
-              f"{args.size}, holds the 32 x 32 grid's committed diagnostics)", file=sys.stderr)
-        return 2
-    defaulted = args.results_dir is None
-    if defaulted:
-        args.results_dir = SHAPES32_RESULTS if args.config is None and args.size == "cpu" else Path("results")
-    results_root = Path(args.results_dir)
-    args.config = default_grid(args.size, args.config)
     try:
+        args.config, results_root, out = diagnostic_paths(args.size, args.config, args.results_dir, args.out)
         exp = load_experiment("t2i", args.size, args.config)
         trials = [t for t in exp.trials() if t.algorithm == args.algorithm]
         if not trials:
@@ -267,7 +280,6 @@ def main(argv: list[str] | None = None) -> int:
             summary, prompts = agreement_rows(task, mine[0].algo_config, args.agreement_images)
             agreement.append({"prompt set": name, **summary})
             agreement_prompts += [{"prompt set": name, **row} for row in prompts]
-    out = Path(args.out) if args.out else (Path("results") if defaulted else results_root) / "t2i" / "diagnostics" / args.size
     if agreement:
         atomic_write_csv(out / "agreement_prompts.csv", pd.DataFrame(agreement_prompts))
         write_table(out, "agreement", f"Does the reward rank the base model's own samples like the oracle? "

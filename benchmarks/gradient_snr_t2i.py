@@ -74,7 +74,7 @@ import pandas as pd
 
 from algorithms.diffusion.ddpo import Config
 from benchmarks.config import build_config, load_experiment
-from benchmarks.diagnose_t2i import default_grid, write_table
+from benchmarks.diagnose_t2i import diagnostic_paths, write_table
 from suites import registry
 from suites.errors import UserError
 
@@ -510,22 +510,18 @@ def main(argv: list[str] | None = None) -> int:
                              "attention only, self-attention only) x step subsets (all, early half, late half)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; --b2: 1)")
     parser.add_argument("--out", default=None,
-                        help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/cpu; "
+                        help="where gradient_snr_<reward>.md / .csv go (default: results/t2i/diagnostics/<size>; "
                              "required with --config)")
     args = parser.parse_args(argv)
     try:
-        if args.config is not None and args.out is None:
-            raise UserError(f"--config {args.config}: also give --out DIR (the default, results/t2i/diagnostics/cpu, "
-                            "holds the 32 x 32 grid's committed files)")
-        if args.out is None:
-            args.out = "results/t2i/diagnostics/cpu"
+        grid, _, args.out = diagnostic_paths(args.size, args.config, None, args.out)
         if args.groups < 3:
             raise UserError(f"--groups must be >= 3 to separate signal from noise (got {args.groups})")
         if args.threads is not None and args.threads < 1:
             raise UserError(f"--threads must be >= 1 (got {args.threads})")
         if args.subsets and args.b2:
             raise UserError("--subsets measures DDPO's estimator; drop --b2 or --subsets")
-        exp = load_experiment("t2i", args.size, default_grid(args.size, args.config))
+        exp = load_experiment("t2i", args.size, grid)
         trials = [t for t in exp.trials() if t.algorithm == "ddpo" and "shapes-" in t.task_id]
         if not trials:
             raise UserError(f"the t2i {args.size} grid has no ddpo trial on a shapes set")

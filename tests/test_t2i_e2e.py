@@ -356,6 +356,22 @@ def test_the_t2i_diagnostics_default_to_the_32_grid_they_describe_at_the_cpu_siz
     assert default_grid("tiny", None) is None and default_grid("cpu", Path("x.yaml")) == Path("x.yaml")
 
 
+def test_the_t2i_diagnostics_read_and_write_where_their_grid_lives():
+    """diagnostic_paths, shared by diagnose_t2i and gradient_snr_t2i: the 32 x 32 grid reads its own runs and
+    writes results/t2i/diagnostics/cpu; other sizes read results/ and write their own size's folder; a
+    --results-dir holds both; another grid without --out is a UserError, never a write over committed files."""
+    from benchmarks.diagnose_t2i import SHAPES32_CONFIG, SHAPES32_RESULTS, diagnostic_paths
+    from suites.errors import UserError
+
+    assert diagnostic_paths("cpu", None, None, None) == (
+        SHAPES32_CONFIG, SHAPES32_RESULTS, Path("results/t2i/diagnostics/cpu"))
+    assert diagnostic_paths("tiny", None, None, None) == (None, Path("results"), Path("results/t2i/diagnostics/tiny"))
+    assert diagnostic_paths("tiny", None, "r", None) == (None, Path("r"), Path("r/t2i/diagnostics/tiny"))
+    assert diagnostic_paths("cpu", Path("g.yaml"), None, "o") == (Path("g.yaml"), Path("results"), Path("o"))
+    with pytest.raises(UserError, match="also give --out"):
+        diagnostic_paths("cpu", Path("g.yaml"), "r", None)
+
+
 def test_gradient_snr_with_another_grid_needs_its_own_out(capsys):
     from benchmarks import gradient_snr_t2i
 
