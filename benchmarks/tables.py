@@ -713,6 +713,23 @@ def _set_name(task: str) -> str:
     return task.split("/")[1].removesuffix("-v0")
 
 
+_T2I_SET_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1, 1, 1, 1, 1)), "v")]
+
+
+def _t2i_styles(pairs) -> dict[tuple[str, str], dict]:
+    """Line style of each (task, method) on a t2i curve: the colour names the method, the dash pattern and
+    marker the prompt set, so twelve lines never share a look (matplotlib's cycle repeats after ten)."""
+    pairs = sorted(set(pairs))
+    algos = sorted({a for _, a in pairs}, key=lambda a: (T2I_ORDER.index(a) if a in T2I_ORDER else len(T2I_ORDER), a))
+    tasks = sorted({t for t, _ in pairs})
+    styles = {}
+    for task, algo in pairs:
+        i, j = algos.index(algo), tasks.index(task)
+        dash, marker = _T2I_SET_STYLES[j % len(_T2I_SET_STYLES)]
+        styles[task, algo] = {"color": f"C{i % 10}", "linestyle": dash, "marker": marker}
+    return styles
+
+
 def _t2i_estimate(values: pd.Series | pd.DataFrame) -> tuple[float, float, float, float]:
     """Mean over seeds with a t interval; for a frame (seeds x prompt sets, the pooled rows) the mean over
     sets of each set's mean over seeds, stratified by set (each set's runs are trained independently)."""
@@ -1081,14 +1098,17 @@ def t2i_reward_curve(scalars: pd.DataFrame, out_figs: Path) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
         seeds = set()
-        for (task, algo), g in wide.groupby(["task_id", "algorithm"]):
+        groups = wide.groupby(["task_id", "algorithm"])
+        styles = _t2i_styles(groups.groups)
+        for (task, algo), g in groups:
             seeds.add(g.seed.nunique())
             curve = g.groupby("step").agg(
                 x=(metric, "mean"), mean=("reward_mean", "mean"), low=("reward_mean", "min"),
                 high=("reward_mean", "max"),
             )
-            (line,) = ax.plot(curve.x, curve["mean"], label=_t2i_label(task, algo))
-            ax.fill_between(curve.x, curve.low, curve.high, color=line.get_color(), alpha=0.15)
+            style = {**styles[task, algo], "marker": None}         # one point an epoch: a line, no markers
+            ax.plot(curve.x, curve["mean"], label=_t2i_label(task, algo), lw=1.2, **style)
+            ax.fill_between(curve.x, curve.low, curve.high, color=style["color"], alpha=0.12)
         ax.set_xlabel(label, fontsize=8)
         ax.set_ylabel("mean training reward per epoch (stage)")
         ax.set_title(
@@ -1170,11 +1190,13 @@ def _t2i_eval_figure(
         for c, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
-            for i, ((task, algo), g) in enumerate(lines.groupby(["task_id", "algorithm"])):
-                color = f"C{i}"
-                ax.plot(g[x], g.delta_mean, marker="o", ms=3, color=color, label=_t2i_label(task, algo))
+            groups = lines.groupby(["task_id", "algorithm"])
+            styles = _t2i_styles(groups.groups)
+            for (task, algo), g in groups:
+                style = styles[task, algo]
+                ax.plot(g[x], g.delta_mean, ms=4, label=_t2i_label(task, algo), **style)
                 if (g.seeds > 1).any():
-                    ax.fill_between(g[x], g.delta_ci_low, g.delta_ci_high, color=color, alpha=0.15)
+                    ax.fill_between(g[x], g.delta_ci_low, g.delta_ci_high, color=style["color"], alpha=0.08)
             ax.axhline(0, color="k", lw=0.8)
             ax.set_title(f"{title} ({split} split)")
             ax.grid(alpha=0.3)

@@ -106,14 +106,14 @@ def test_paper_columns_show_a_filled_value_and_say_where_it_is_from(tmp_path, fi
     assert "not available" not in table
 
 
-def _train_rows(algo: str, seed: int, unet_per_epoch: float) -> list[dict]:
-    run = f"{algo}--t2i/a-v0--seed{seed}"
+def _train_rows(algo: str, seed: int, unet_per_epoch: float, task: str = "t2i/a-v0") -> list[dict]:
+    run = f"{algo}--{task}--seed{seed}"
     rows = []
     for step in (1, 2, 3):
         for metric, value in (("reward_mean", 0.4 + 0.01 * step + 0.001 * seed),
                               ("budget/reward_queries", 8.0 * step),
                               ("budget/unet_evals", unet_per_epoch * step + seed)):
-            rows.append({"run_id": run, "task_id": "t2i/a-v0", "seed": seed, "algorithm": algo, "step": step,
+            rows.append({"run_id": run, "task_id": task, "seed": seed, "algorithm": algo, "step": step,
                          "split": "train", "metric": metric, "value": value})
     return rows
 
@@ -145,6 +145,31 @@ def test_reward_and_eval_curves_are_drawn_against_unet_evaluations(tmp_path, fig
     assert list(curve.columns[curve.columns.get_loc("reward_queries") + 1:][:1]) == ["unet_evals"]
     ddpo = curve[curve.algorithm == "ddpo"].set_index("step")
     assert ddpo.unet_evals.to_list() == [0.0, 128.5, 192.5] and ddpo.reward_queries.to_list() == [0, 16, 24]
+
+
+def test_curve_lines_keep_one_colour_per_method_and_one_dash_per_set(tmp_path, figures):
+    """The cpu grid draws 12 (set, method) lines on one axis, more than matplotlib's 10-colour cycle: each
+    method keeps one colour on every set, each set one dash pattern and marker, so no two lines look alike."""
+    rows = []
+    for algo in ("ddpo", "ddpo_shuffled", "b2diffurl"):
+        for task in (f"t2i/{s}-v0" for s in "pqrs"):
+            for seed in (0, 1):
+                rows += _train_rows(algo, seed, 64.0, task)
+                rows += [{"run_id": f"{algo}--{task}--seed{seed}", "task_id": task, "seed": seed, "algorithm": algo,
+                          "step": step, "split": "eval", "metric": "train/clipscore", "value": value}
+                         for step, value in ((0, 0.40), (2, 0.41), (3, 0.42 + 0.01 * seed))]
+    scalars = pd.DataFrame(rows)
+    (tmp_path / "t").mkdir()
+    tables.t2i_eval_curve(scalars, tmp_path / "t", tmp_path)
+    ax = figures["t2i_eval_vs_queries.png"].axes[0]
+    look = {line.get_label(): (line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()
+            if not line.get_label().startswith("_")}
+    assert len(look) == 12 and len(set(look.values())) == 12
+    for algo in ("DDPO", "B²-DiffuRL", "DDPO, shuffled advantages"):
+        assert len({look[f"{algo}: {s}"][0] for s in "pqrs"}) == 1
+    for s in "pqrs":
+        assert len({look[f"{a}: {s}"][1:] for a in ("DDPO", "B²-DiffuRL")}) == 1
+    assert len({look[f"DDPO: {s}"][1:] for s in "pqrs"}) == 4
 
 
 def _stored_run(runs: Path, run_id: str, base: np.ndarray, final: np.ndarray) -> None:
