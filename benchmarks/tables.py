@@ -718,7 +718,7 @@ _T2I_SET_STYLES = [("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"), ((0, (5, 1,
 
 def _t2i_styles(pairs) -> dict[tuple[str, str], dict]:
     """Line style of each (task, method) on a t2i curve: the colour names the method, the dash pattern and
-    marker the prompt set, so twelve lines never share a look (matplotlib's cycle repeats after ten)."""
+    marker the prompt set, so up to 10 methods x 5 sets never share a look (matplotlib's cycle repeats after ten)."""
     pairs = sorted(set(pairs))
     algos = sorted({a for _, a in pairs}, key=lambda a: (T2I_ORDER.index(a) if a in T2I_ORDER else len(T2I_ORDER), a))
     tasks = sorted({t for t, _ in pairs})
