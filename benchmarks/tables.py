@@ -720,7 +720,7 @@ def _t2i_styles(pairs) -> dict[tuple[str, str], dict]:
     """Line style of each (task, method) on a t2i curve: the colour names the method, the dash pattern and
     marker the prompt set, so up to 10 methods x 5 sets never share a look (matplotlib's cycle repeats after ten)."""
     pairs = sorted(set(pairs))
-    algos = sorted({a for _, a in pairs}, key=lambda a: (T2I_ORDER.index(a) if a in T2I_ORDER else len(T2I_ORDER), a))
+    algos = _t2i_order(a for _, a in pairs)
     tasks = sorted({t for t, _ in pairs})
     styles = {}
     for task, algo in pairs:
@@ -1183,6 +1183,7 @@ def _t2i_eval_figure(
     import matplotlib.pyplot as plt
 
     splits = ("train", "test")
+    styles = _t2i_styles(zip(curve.task_id, curve.algorithm))     # once, so every panel styles a line alike
     fig, axes = plt.subplots(
         len(splits), len(metrics), figsize=(11, 7), sharex=True, squeeze=False, constrained_layout=True
     )
@@ -1190,9 +1191,7 @@ def _t2i_eval_figure(
         for c, (metric, title) in enumerate(metrics):
             ax = axes[r, c]
             lines = curve[(curve.name == metric) & (curve.split_name == split)]
-            groups = lines.groupby(["task_id", "algorithm"])
-            styles = _t2i_styles(groups.groups)
-            for (task, algo), g in groups:
+            for (task, algo), g in lines.groupby(["task_id", "algorithm"]):
                 style = styles[task, algo]
                 ax.plot(g[x], g.delta_mean, ms=4, label=_t2i_label(task, algo), **style)
                 if (g.seeds > 1).any():

@@ -158,13 +158,19 @@ def test_curve_lines_keep_one_colour_per_method_and_one_dash_per_set(tmp_path, f
                 rows += [{"run_id": f"{algo}--{task}--seed{seed}", "task_id": task, "seed": seed, "algorithm": algo,
                           "step": step, "split": "eval", "metric": "train/clipscore", "value": value}
                          for step, value in ((0, 0.40), (2, 0.41), (3, 0.42 + 0.01 * seed))]
+                if task == "t2i/s-v0":                 # a panel with one set's lines styles them as the others do
+                    rows += [{**r, "metric": "test/clipscore"} for r in rows[-3:]]
     scalars = pd.DataFrame(rows)
     (tmp_path / "t").mkdir()
     tables.t2i_eval_curve(scalars, tmp_path / "t", tmp_path)
-    ax = figures["t2i_eval_vs_queries.png"].axes[0]
-    look = {line.get_label(): (line.get_color(), line.get_linestyle(), line.get_marker()) for line in ax.get_lines()
-            if not line.get_label().startswith("_")}
+    def looks(ax):
+        return {line.get_label(): (line.get_color(), line.get_linestyle(), line.get_marker())
+                for line in ax.get_lines() if not line.get_label().startswith("_")}
+
+    look = looks(figures["t2i_eval_vs_queries.png"].axes[0])
     assert len(look) == 12 and len(set(look.values())) == 12
+    test_panel = looks(figures["t2i_eval_vs_queries.png"].axes[2])
+    assert len(test_panel) == 3 and all(look[label] == style for label, style in test_panel.items())
     for algo in ("DDPO", "B²-DiffuRL", "DDPO, shuffled advantages"):
         assert len({look[f"{algo}: {s}"][0] for s in "pqrs"}) == 1
     for s in "pqrs":
