@@ -32,6 +32,19 @@ for _key, _value in (("RAY_AUTH_MODE", "token"), ("TUNE_DISABLE_AUTO_CALLBACK_LO
                      ("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000"),
                      *((("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0"),) if LOCAL_CLUSTER else ())):
     os.environ.setdefault(_key, _value)
+# glibc's allocator, for the trial processes that a local Ray starts (they inherit this environment; glibc
+# reads it at process start).  By default glibc serves a block above its mmap threshold (128 KiB, raised
+# dynamically) with a fresh mmap and gives it back on free, so each large activation costs page faults that
+# zero its pages again; a 16-row 16 x 16 UNet pass has many such blocks.  Fixed thresholds keep blocks up to
+# 256 MiB in the heap and return heap memory to the system only above 1 GiB free.  Only where and when
+# memory is allocated changes, never an arithmetic result (torch aligns every tensor to 64 bytes itself):
+# short t2i runs give byte-identical scalars and samples with and without it.  Measured (AVX2 core, two
+# processes at once): a 16-image 10-step DDIM sampling batch 1.56 -> 1.36 s, a 3-epoch DDPO run with its
+# evaluations 63.6 -> 56.8 s (mean of 3 pairs).  A value the user set is kept.
+ALLOCATOR_SETTINGS = (("MALLOC_MMAP_THRESHOLD_", "268435456"), ("MALLOC_TRIM_THRESHOLD_", "1073741824"))
+if LOCAL_CLUSTER:
+    for _key, _value in ALLOCATOR_SETTINGS:
+        os.environ.setdefault(_key, _value)
 
 import ray  # noqa: E402
 from ray import tune  # noqa: E402

@@ -14,11 +14,12 @@ def b2fb_command(tmp: Path, *args: str) -> list[str]:
 
 
 def cli_env() -> dict[str, str]:
-    """The environment of a CLI subprocess: the bench's own Ray defaults (a local cluster on loopback with
-    token authentication: no RAY_* settings from the caller), offline Hugging Face, headless MuJoCo,
-    unbuffered output, and no B2FB_RESULTS / B2FB_DATA from the caller (the command names its directories)."""
+    """The environment of a CLI subprocess: the bench's own Ray and allocator defaults (a local cluster on
+    loopback with token authentication: no RAY_* or MALLOC_* settings from the caller), offline Hugging
+    Face, headless MuJoCo, unbuffered output, and no B2FB_RESULTS / B2FB_DATA from the caller (the command
+    names its directories)."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    for key in RAY_SETTINGS + ("B2FB_RESULTS", "B2FB_DATA"):
+    for key in RAY_SETTINGS + ALLOCATOR_KEYS + ("B2FB_RESULTS", "B2FB_DATA"):
         env.pop(key, None)
     env.setdefault("MUJOCO_GL", "egl")
     return env
@@ -26,6 +27,7 @@ def cli_env() -> dict[str, str]:
 
 RAY_SETTINGS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH",
                 "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
+ALLOCATOR_KEYS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")   # orchestrate sets them for its trials
 
 
 def b2fb(tmp: Path, *args: str, timeout: float, **kwargs) -> subprocess.CompletedProcess:

@@ -257,6 +257,15 @@ def test_a_ppo_step_moves_log_probs_toward_positive_advantages(model):
     assert moved[advantages > 0].min() > moved[advantages < 0].max()
 
 
+def test_compute_dtype_is_diffusers_unet_dtype(base_unet):
+    """`core.compute_dtype` (the fast path of `_unet`) agrees with diffusers' `unet.dtype`, in fp32 and
+    after a cast, with LoRA layers present."""
+    unet = core.add_lora(copy.deepcopy(base_unet), seed=0)
+    assert core.compute_dtype(unet) == unet.dtype == torch.float32
+    unet.to(torch.bfloat16)
+    assert core.compute_dtype(unet) == unet.dtype == torch.bfloat16
+
+
 def test_lora_state_dict_round_trip(base_unet):
     trained = core.add_lora(copy.deepcopy(base_unet), seed=0)
     with torch.no_grad():

@@ -36,7 +36,11 @@ def test_unauthenticated_listener_check_can_fail():
     assert [s[0] for s in fixtures.unauthenticated_listeners(sockets)] == [2, 4]
 
 
-def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_path):
+@pytest.fixture(scope="module")
+def training_bench(tmp_path_factory):
+    """A tiny bench through the CLI, stopped once its trial trains: (its listening sockets then, the trial
+    process's environment as it was started, the bench's folder)."""
+    tmp_path = tmp_path_factory.mktemp("network")
     proc = subprocess.Popen(fixtures.b2fb_command(tmp_path, *ARGS), cwd=fixtures.REPO, env=fixtures.cli_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     bench = psutil.Process(proc.pid)
@@ -51,6 +55,7 @@ def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_pa
             if any("ImplicitFunc" in n for n in names):       # a trial is training: every server is up
                 time.sleep(1.0)
                 sockets = fixtures.listening_sockets([bench, *bench.children(recursive=True)])
+                trial_env = next(p for p in seen.values() if "ImplicitFunc" in _name(p)).environ()
                 break
             if proc.poll() is not None:
                 pytest.fail(f"the bench ended early: {proc.stderr.read()[-2000:]}")
@@ -62,6 +67,11 @@ def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_pa
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
         fixtures.kill_processes([p for p in seen.values() if p.is_running()])
+    return sockets, trial_env, tmp_path
+
+
+def test_a_local_bench_listens_on_loopback_only_with_token_authentication(training_bench):
+    sockets, _, tmp_path = training_bench
     names = {s[1] for s in sockets}
     assert {"gcs_server", "raylet"} <= names and any("ImplicitFunc" in n for n in names), sockets
     assert fixtures.unauthenticated_listeners(sockets) == []
@@ -70,6 +80,15 @@ def test_a_local_bench_listens_on_loopback_only_with_token_authentication(tmp_pa
     assert all(s[4] == "token" for s in ray_servers), ray_servers
     token = tmp_path / "data" / "ray" / "auth_token"
     assert token.is_file() and token.stat().st_mode & 0o777 == 0o600 and len(token.read_text()) == 64
+
+
+def test_trial_processes_start_with_the_benchs_allocator_settings(training_bench):
+    """orchestrate's glibc thresholds (set before Ray starts) are in the environment the trial process was
+    started with, which is what glibc reads (psutil reads /proc/<pid>/environ, the start-time environment)."""
+    from benchmarks.orchestrate import ALLOCATOR_SETTINGS
+
+    _, trial_env, _ = training_bench
+    assert ALLOCATOR_SETTINGS and all(trial_env.get(k) == v for k, v in ALLOCATOR_SETTINGS), sorted(trial_env)
 
 
 def test_nothing_of_a_bench_outlives_kill_9_for_long(tmp_path):

@@ -207,10 +207,18 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
 # 2. One noise prediction with classifier-free guidance (ddpo-pytorch pipeline_with_logprob.py)
 # ----------------------------------------------------------------------------------------------------
 
+def compute_dtype(unet) -> torch.dtype:
+    """The dtype of the UNet's first floating parameter, which is what diffusers' `unet.dtype` returns when
+    no layerwise-casting hook is attached (none ever is here).  `unet.dtype` first walks all ~900 modules
+    looking for such hooks: 4.9 ms a call on the 16 x 16 shapes UNet (AVX2 core), ~5% of a cpu-grid run at
+    one call per UNet pass; this takes microseconds."""
+    return next(p.dtype for p in unet.parameters() if p.is_floating_point())
+
+
 def _unet(unet, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, max_rows: int | None) -> torch.Tensor:
     """unet(x, t, cond).sample in the UNet's dtype, returned as x.dtype; optionally in row chunks
     (chunking changes nothing mathematically, but float results can depend on the batch size)."""
-    dtype = unet.dtype
+    dtype = compute_dtype(unet)
     rows = x.shape[0] if not max_rows else max_rows
     outs = [unet(x[i:i + rows].to(dtype), t[i:i + rows], encoder_hidden_states=cond[i:i + rows].to(dtype)).sample
             for i in range(0, x.shape[0], rows)]
