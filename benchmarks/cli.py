@@ -121,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("perf", help="measure throughput; writes results/perf/<suite>.json")
     s.add_argument("--suite", required=True)
     s.add_argument("--seconds", type=_seconds, default=5.0, help="time budget per measurement")
-    s.add_argument("--part", default=None, help="measure one part only and update its entry (dmc: pixels)")
+    s.add_argument("--part", default=None,
+                   help="measure one part only and update its entry (dmc: pixels; t2i: bench_process)")
     return p
 
 

@@ -15,6 +15,12 @@ trial runs):
                 s = 7 and 10) against the same UNet passes alone ((T - s) passes over the CFG-doubled batch
                 and s over K times it, no grad, random inputs), and the UNet rows it ran against the formula
                 (T - s) + K s evaluations of each batch.  Target: sampling / UNet passes <= 1.10, count exact.
+  bench_process what a bench trial's process gains from orchestrate's allocator settings (glibc mmap/trim
+                thresholds, set before a local Ray starts): one cpu-grid DDPO sampling batch (16 images, 10
+                steps, CFG) and 20 training micro-steps, each timed in child processes started with and
+                without the settings, alternating, fastest of the rounds; and the cost of diffusers'
+                `unet.dtype` against `core.compute_dtype` (one call per UNet pass).
+                `b2fb perf --suite t2i --part bench_process` measures this part alone.
 """
 from __future__ import annotations
 
@@ -219,6 +225,86 @@ def measure_b2_stage(model, cfg, repeats: int, batches: int = 2, branches: int =
     return out
 
 
+def _bench_workload() -> None:
+    """Child of `measure_bench_process`: times one cpu-grid DDPO sampling batch and 20 training micro-steps
+    (fastest of 3 after a warm-up) on the 16 x 16 shapes model with LoRA; prints them as JSON."""
+    import json
+
+    torch.set_num_threads(1)
+    trial, cfg = _ddpo_config()
+    from suites import registry
+    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    model, _ = core.load_policy(task, cfg.lora_rank, 0, "cpu")
+    prompts = list(task.train_prompts)[:cfg.sample_batch_size // cfg.sample_images_per_prompt]
+    prompts = [p for p in prompts for _ in range(cfg.sample_images_per_prompt)]
+
+    def sample():
+        model.unet.eval()
+        return core.sample_trajectories(model, prompts, cfg.sample_num_steps, cfg.guidance_scale, cfg.sample_eta,
+                                        generator=torch.Generator().manual_seed(0))
+
+    traj = sample()
+    n = cfg.train_batch_size
+
+    def train():
+        model.unet.train()
+        for i in range(20):
+            j = i % cfg.sample_num_steps
+            core.log_prob_of_step(model, traj.latents[:n, j], traj.timesteps[:n, j], traj.latents[:n, j + 1],
+                                  traj.prompt_embeds[:n], traj.negative_embeds[:n], cfg.guidance_scale,
+                                  cfg.sample_eta, num_steps=cfg.sample_num_steps).sum().backward()
+
+    out = {}
+    for name, fn in (("sampling_batch_seconds", sample), ("train_20_micro_steps_seconds", train)):
+        fn()
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        out[name] = min(times)
+    print(json.dumps(out))
+
+
+def measure_bench_process(seconds: float) -> dict:
+    """The `bench_process` part (module doc)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from benchmarks.orchestrate import ALLOCATOR_SETTINGS
+
+    base = {k: v for k, v in os.environ.items() if k not in dict(ALLOCATOR_SETTINGS)}
+    variants = {"glibc_default": base, "bench_settings": {**base, **dict(ALLOCATOR_SETTINGS)}}
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(max(2, int(seconds // 30))):
+        for name, env in variants.items():
+            child = subprocess.run([sys.executable, "-c", "from benchmarks.perf.t2i import _bench_workload; "
+                                    "_bench_workload()"], env=env, capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(child.stdout.strip().splitlines()[-1]))
+    out: dict = {"threads": 1, "allocator_settings": dict(ALLOCATOR_SETTINGS), "rounds": len(runs["bench_settings"])}
+    for key in runs["glibc_default"][0]:
+        fastest = {name: min(r[key] for r in rows) for name, rows in runs.items()}
+        out[key] = {**{name: round(v, 3) for name, v in fastest.items()},
+                    "ratio_bench_over_default": round(fastest["bench_settings"] / fastest["glibc_default"], 3)}
+
+    torch.set_num_threads(1)
+    trial, cfg = _ddpo_config()
+    from suites import registry
+    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    model, _ = core.load_policy(task, cfg.lora_rank, 0, "cpu")
+    calls = {}
+    for name, fn in (("diffusers_unet_dtype", lambda: model.unet.dtype),
+                     ("core_compute_dtype", lambda: core.compute_dtype(model.unet))):
+        calls[name] = round(_timed(fn, 200) * 1e3, 4)
+    out["dtype_ms_per_call"] = calls
+    return out
+
+
+PARTS = {"bench_process": measure_bench_process}
+
+
 def measure(seconds: float) -> dict:
     torch.set_num_threads(1)
     trial, cfg = _ddpo_config()
@@ -235,6 +321,7 @@ def measure(seconds: float) -> dict:
     out["training"] = measure_training(model, cfg, repeats * 4)
     out["epoch"] = measure_epoch(task, cfg, epochs=3)
     out["b2_stage"] = measure_b2_stage(model, cfg, repeats)
+    out["bench_process"] = measure_bench_process(seconds)
     out["targets"] = {"logprob_sampling_cost_ratio_max": 1.10, "epoch_over_unet_max": 1.25,
                       "b2_stage_sampling_over_unet_max": 1.10}
     return out
