@@ -265,6 +265,11 @@ def test_compute_dtype_is_diffusers_unet_dtype(base_unet):
     unet.to(torch.bfloat16)
     assert core.compute_dtype(unet) == unet.dtype == torch.bfloat16
 
+    class Parameterless(torch.nn.Module):                     # e.g. an exact denoiser in a test
+        dtype = torch.float64
+
+    assert core.compute_dtype(Parameterless()) == torch.float64
+
 
 def test_lora_state_dict_round_trip(base_unet):
     trained = core.add_lora(copy.deepcopy(base_unet), seed=0)

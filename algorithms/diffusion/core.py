@@ -210,9 +210,11 @@ def ddim_step_with_logprob(scheduler, model_output: torch.Tensor, timestep, samp
 def compute_dtype(unet) -> torch.dtype:
     """The dtype of the UNet's first floating parameter, which is what diffusers' `unet.dtype` returns when
     no layerwise-casting hook is attached (none ever is here).  `unet.dtype` first walks all ~900 modules
-    looking for such hooks: 4.9 ms a call on the 16 x 16 shapes UNet (AVX2 core), ~5% of a cpu-grid run at
-    one call per UNet pass; this takes microseconds."""
-    return next(p.dtype for p in unet.parameters() if p.is_floating_point())
+    looking for such hooks: 2.3-4.9 ms a call on the 16 x 16 shapes UNet (AVX2 core), 3-6% of a cpu-grid run
+    at one call per UNet pass; this takes microseconds (`make perf SUITE=t2i`, bench_process).  A module
+    without floating parameters (a test's exact denoiser) gives its own `dtype` attribute."""
+    first = next((p for p in unet.parameters() if p.is_floating_point()), None)
+    return first.dtype if first is not None else unet.dtype
 
 
 def _unet(unet, x: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, max_rows: int | None) -> torch.Tensor:
