@@ -55,12 +55,15 @@ def _plain_sampling(model, prompts, steps: int, guidance: float, generator: torc
         return model.decode(latents)
 
 
-def _ddpo_config():
+def _ddpo_task():
+    """The cpu grid's first DDPO trial, its config and its task: (trial, config, task)."""
     from algorithms.diffusion import ddpo
     from benchmarks.config import build_config, load_experiment
+    from suites import registry
 
     trial = next(t for t in load_experiment("t2i", "cpu", seeds=1).trials() if t.algorithm == "ddpo")
-    return trial, build_config(ddpo.Config, trial.algo_config, "perf")
+    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    return trial, build_config(ddpo.Config, trial.algo_config, "perf"), task
 
 
 def measure_sampling(model, cfg, repeats: int) -> dict:
@@ -231,9 +234,7 @@ def _bench_workload() -> None:
     import json
 
     torch.set_num_threads(1)
-    trial, cfg = _ddpo_config()
-    from suites import registry
-    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    _, cfg, task = _ddpo_task()
     model, _ = core.load_policy(task, cfg.lora_rank, 0, "cpu")
     prompts = list(task.train_prompts)[:cfg.sample_batch_size // cfg.sample_images_per_prompt]
     prompts = [p for p in prompts for _ in range(cfg.sample_images_per_prompt)]
@@ -290,9 +291,7 @@ def measure_bench_process(seconds: float) -> dict:
                     "ratio_bench_over_default": round(fastest["bench_settings"] / fastest["glibc_default"], 3)}
 
     torch.set_num_threads(1)
-    trial, cfg = _ddpo_config()
-    from suites import registry
-    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    _, cfg, task = _ddpo_task()
     model, _ = core.load_policy(task, cfg.lora_rank, 0, "cpu")
     calls = {}
     for name, fn in (("diffusers_unet_dtype", lambda: model.unet.dtype),
@@ -307,9 +306,7 @@ PARTS = {"bench_process": measure_bench_process}
 
 def measure(seconds: float) -> dict:
     torch.set_num_threads(1)
-    trial, cfg = _ddpo_config()
-    from suites import registry
-    task = registry.get(trial.task_id).with_kwargs(**trial.task_kwargs).make()
+    trial, cfg, task = _ddpo_task()
     model = task.load_model()
     repeats = max(1, int(seconds // 5))
     out = {"threads": 1, "task": trial.task_id, "ddpo": {k: getattr(cfg, k) for k in (
