@@ -100,7 +100,10 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
             tune.with_resources(_trainable, resources),
             param_space={"trial": tune.grid_search([t.to_dict() for t in todo]),
                          "results_root": str(results_root)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=False),
+            # A worker runs trial after trial (saving each the ~10 s of imports and Ray actor start-up);
+            # execute_trial resets the process state a trial could inherit (suites.registry.on_new_trial),
+            # and test_t2i_e2e checks that a reused worker's runs match fresh processes' byte for byte.
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
             run_config=tune.RunConfig(name=f"{experiment_name}-{int(time.time())}", storage_path=str(ray_dir),
                                       verbose=0, callbacks=[callback] if callback else [],
                                       failure_config=tune.FailureConfig(max_failures=0)),

@@ -196,6 +196,7 @@ class RunWriter:
         self.trial, self.dir, self.report = trial, run_dir(results_root, trial), report
         self.seed = trial.seed
         self.device = "cpu"
+        self.trial_in_process: int | None = None   # 1: a fresh process; 2, 3, ...: a reused one
         self._rows: list[dict[str, Any]] = []
         self._samples: list[dict[str, Any]] = []
         self._manifest: dict[str, Any] = {}
@@ -231,7 +232,8 @@ class RunWriter:
             "versions": library_versions(),
             "data_hashes": data_hashes,
             "platform": {"machine": platform.machine(), "system": platform.system(),
-                         "threads": _threads(), "device": _device_name(self.device)},
+                         "threads": _threads(), "device": _device_name(self.device),
+                         **({"trial_in_process": self.trial_in_process} if self.trial_in_process else {})},
             "started_at": previous.get("started_at") or now(),
             "attempts": int(previous.get("attempts", 0)) + 1,
             "wall_time_s": float(previous.get("wall_time_s", 0.0)),
@@ -422,6 +424,19 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 # ---- running one trial (no Ray here) -------------------------------------------------------------
+_trials_in_process = 0   # trials execute_trial has started in this process (a reused Ray worker runs several)
+
+
+def _free_the_previous_trial() -> None:
+    """In a reused worker, release what the previous trial left (reference cycles, CUDA's cached blocks)
+    before this one allocates."""
+    import gc
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 def execute_trial(trial: TrialSpec, results_root: Path, report: Callable[[dict], None] | None = None,
                   threads: int | None = None) -> str:
     """Build the task and the algorithm, run it, and record done or failed.  Returns the status."""
@@ -431,8 +446,14 @@ def execute_trial(trial: TrialSpec, results_root: Path, report: Callable[[dict],
     from benchmarks.config import build_config
     from suites import registry as task_registry
 
+    global _trials_in_process
+    _trials_in_process += 1
     writer = RunWriter(results_root, trial, report)
+    writer.trial_in_process = _trials_in_process
     try:
+        if _trials_in_process > 1:
+            _free_the_previous_trial()
+        task_registry.reset_for_new_trial()
         if threads:
             import torch
             torch.set_num_threads(max(1, int(threads)))

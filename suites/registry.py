@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from suites.errors import UserError
 
-__all__ = ["TaskSpec", "UnknownName", "register", "get", "select", "all_specs", "suites", "load_suite"]
+__all__ = ["TaskSpec", "UnknownName", "register", "get", "select", "all_specs", "suites", "load_suite",
+           "on_new_trial", "reset_for_new_trial"]
 
 ID_PATTERN = re.compile(r"^(?P<suite>[a-z0-9_]+)/(?P<name>[a-z0-9_\-]+)-v(?P<version>\d+)$")
 
@@ -149,3 +150,22 @@ def select(suite: str, *tags: str) -> tuple[TaskSpec, ...]:
 def all_specs() -> tuple[TaskSpec, ...]:
     _load_all()
     return tuple(sorted(_REGISTRY.values(), key=lambda s: s.id))
+
+
+# ---- per-trial process state ------------------------------------------------------------------------
+# The orchestrator reuses a Ray worker for trial after trial (it saves each trial the ~10 s of importing
+# torch and diffusers).  A trial must still see what a fresh process would: module-level state that a trial
+# fills (a cache whose entries, or size, depend on the trials before) is reset before each trial by a function
+# registered here.  Pure memo caches (same input, same bits, bounded) need not be.
+_TRIAL_RESETS: list[Callable[[], None]] = []
+
+
+def on_new_trial(reset: Callable[[], None]) -> Callable[[], None]:
+    """Decorator: run `reset` before every trial that `execute_trial` starts in this process."""
+    _TRIAL_RESETS.append(reset)
+    return reset
+
+
+def reset_for_new_trial() -> None:
+    for reset in _TRIAL_RESETS:
+        reset()

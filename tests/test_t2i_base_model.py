@@ -31,6 +31,16 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # --- text encoder ----------------------------------------------------------------------------------
 
+def test_a_new_trial_empties_the_shared_prompt_caches_and_keeps_the_encoder():
+    from suites.registry import reset_for_new_trial
+
+    encoder = shared_encoder(16)
+    encoder(["a red circle", "two blue squares"])
+    assert encoder.cache_size() >= 2
+    reset_for_new_trial()
+    assert encoder.cache_size() == 0 and shared_encoder(16) is encoder
+
+
 def test_minilm_encoder_shape_determinism_and_cache():
     encoder = shared_encoder(16)
     encoder.clear_cache()

@@ -4,6 +4,8 @@ DDPO loop's invariants (t2i.md §6.5 items 2 and 8) on the same model, and the o
 import dataclasses
 import functools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +24,10 @@ b2fb = functools.partial(fixtures.b2fb, timeout=900)
 @pytest.fixture(scope="module")
 def tiny_bench(tmp_path_factory):
     """One tiny t2i bench (DDPO, B²-DiffuRL and its 'neither' ablation, 1 seed, one prompt set) through the
-    CLI, shared by the tests below: its results directory's parent."""
+    CLI, shared by the tests below: its results directory's parent.  One trial at a time, so one Ray worker
+    runs all three (the second and third in a reused process)."""
     root = tmp_path_factory.mktemp("t2i_tiny")
-    first = b2fb(root, "run", "--suite", "t2i", "--size", "tiny")
+    first = b2fb(root, "run", "--suite", "t2i", "--size", "tiny", "--max-concurrent", "1")
     assert first.returncode == 0, first.stderr[-3000:]
     return root
 
@@ -85,6 +88,34 @@ def _md_table(text: str) -> pd.DataFrame:
     lines = [line for line in text.splitlines() if line.startswith("|")]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
     return pd.DataFrame(cells[2:], columns=cells[0])
+
+
+_FRESH_TRIAL = """
+import json, sys
+from pathlib import Path
+from benchmarks.config import load_experiment
+from benchmarks.results import execute_trial
+trial = next(t for t in load_experiment("t2i", "tiny").trials() if t.run_id == sys.argv[1])
+print(execute_trial(trial, Path(sys.argv[2]), threads=1))
+"""
+
+
+def test_a_reused_worker_reproduces_fresh_processes_byte_for_byte(tiny_bench, tmp_path):
+    """The orchestrator reuses Ray workers (reuse_actors) to save each trial its imports.  The trials that a
+    reused worker ran give the same scalars and samples, to the byte, as each trial alone in a fresh
+    process: nothing a trial leaves in the process (the prompt encoder's cache, torch's RNG) reaches the
+    next one."""
+    manifests = {a: json.loads((r / "manifest.json").read_text()) for a, r in _runs(tiny_bench).items()}
+    order = sorted(manifests, key=lambda a: manifests[a]["platform"]["trial_in_process"])
+    assert [manifests[a]["platform"]["trial_in_process"] for a in order] == [1, 2, 3]
+    for algo in order[1:]:
+        run_id = manifests[algo]["run_id"]
+        fresh = subprocess.run([sys.executable, "-c", _FRESH_TRIAL, run_id, str(tmp_path)], cwd=fixtures.REPO,
+                               env=fixtures.cli_env(), capture_output=True, text=True, timeout=600)
+        assert fresh.stdout.split()[-1:] == ["done"], fresh.stderr[-3000:]
+        alone = json.loads((tmp_path / "t2i" / "runs" / run_id / "manifest.json").read_text())
+        assert alone["platform"]["trial_in_process"] == 1
+        assert alone["result_sha256"] == manifests[algo]["result_sha256"], algo
 
 
 def test_tiny_t2i_table_sets_each_method_beside_ddpo_paired_by_seed(tiny_bench):

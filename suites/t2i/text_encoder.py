@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from suites.files import file_sha256  # noqa: E402  (re-exported)
 
-import functools
 import importlib.util
 import os
 from pathlib import Path
 from typing import Sequence
 
 from suites.errors import UserError
+from suites.registry import on_new_trial
 
 __all__ = ["PACKAGE", "HIDDEN_SIZE", "DEFAULT_MAX_LENGTH", "minilm_dir", "file_sha256", "MiniLMEncoder", "shared_encoder"]
 
@@ -136,8 +136,21 @@ class MiniLMEncoder:
             self._cache.clear()
 
 
-@functools.lru_cache(maxsize=4)
+_SHARED: dict[int, MiniLMEncoder] = {}
+
+
 def shared_encoder(max_length: int = DEFAULT_MAX_LENGTH) -> MiniLMEncoder:
     """One cached `MiniLMEncoder` per max_length for the whole process (loading takes ~2 s; the
     encoder is frozen, so sharing it, and its prompt cache, between models is safe)."""
-    return MiniLMEncoder(max_length=max_length)
+    if max_length not in _SHARED:
+        _SHARED[max_length] = MiniLMEncoder(max_length=max_length)
+    return _SHARED[max_length]
+
+
+@on_new_trial
+def clear_prompt_caches() -> None:
+    """Empty the shared encoders' prompt caches and keep the encoders loaded, so a trial in a reused
+    process (Ray's reuse_actors) starts with the cache a fresh process has.  The states do not depend on
+    the batch a prompt was first encoded in (test_t2i_base_model), so this keeps memory, not numbers."""
+    for encoder in _SHARED.values():
+        encoder.clear_cache()
