@@ -68,8 +68,11 @@ def _trainable(config: dict[str, Any]) -> None:
 
 
 def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_concurrent: int | None = None,
-               experiment_name: str = "bench", show_progress: bool = True) -> dict[str, str]:
-    """Run every trial that is not complete; returns {run_id: status} for the trials that ran."""
+               experiment_name: str = "bench", show_progress: bool = True,
+               reuse_workers: bool = True) -> dict[str, str]:
+    """Run every trial that is not complete; returns {run_id: status} for the trials that ran.
+    reuse_workers=False starts a fresh Ray worker process for every trial (slower; `b2fb perf --suite t2i
+    --part worker_reuse` measures the difference)."""
     results_root, ray_dir = Path(results_root).resolve(), Path(ray_dir).resolve()
     # Cheap trials first (e.g. baselines that train nothing), so an interrupted bench has filled as many
     # table cells as it could; the order is stable otherwise.
@@ -100,10 +103,10 @@ def run_trials(trials: list[TrialSpec], results_root: Path, ray_dir: Path, max_c
             tune.with_resources(_trainable, resources),
             param_space={"trial": tune.grid_search([t.to_dict() for t in todo]),
                          "results_root": str(results_root)},
-            # A worker runs trial after trial (saving each the ~10 s of imports and Ray actor start-up);
+            # A worker runs trial after trial, saving each its imports and Ray's actor start-up;
             # execute_trial resets the process state a trial could inherit (suites.registry.on_new_trial),
             # and test_t2i_e2e checks that a reused worker's runs match fresh processes' byte for byte.
-            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=True),
+            tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent or 0, reuse_actors=reuse_workers),
             run_config=tune.RunConfig(name=f"{experiment_name}-{int(time.time())}", storage_path=str(ray_dir),
                                       verbose=0, callbacks=[callback] if callback else [],
                                       failure_config=tune.FailureConfig(max_failures=0)),

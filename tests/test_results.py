@@ -359,3 +359,27 @@ def test_collect_refuses_a_corrupt_manifest(tmp_path, tiny_trials):
 def test_collect_without_runs(tmp_path):
     with pytest.raises(UserError, match="no runs under"):
         collect(tmp_path, "didactic")
+
+
+def test_grid_timing_spans_the_runs_and_compares_their_results_with_a_reference(tmp_path, tiny_trials):
+    from benchmarks import grid_timing
+
+    first, second = tiny_trials[:2]
+    for copy in ("bench", "reference"):
+        for t in (first, second):
+            w = RunWriter(tmp_path / copy, t)
+            w.trial_in_process = 2 if t is second else 1
+            w.start(0, {})
+            w.log(1, {"loss": 1.0}, split="train")
+            w.finish()
+    changed = read_manifest(run_dir(tmp_path / "reference", second))
+    changed["result_sha256"][SCALARS] = "0" * 64          # the reference recorded other results for this run
+    atomic_write_json(run_dir(tmp_path / "reference", second) / MANIFEST, changed)
+    frame, lines = grid_timing.summarize(grid_timing.read_runs(tmp_path / "bench" / "didactic" / "runs"),
+                                         grid_timing.read_runs(tmp_path / "reference" / "didactic" / "runs"))
+    assert sorted(frame.run_id) == sorted([first.run_id, second.run_id])
+    assert frame.set_index("run_id").same_as_reference.to_dict() == {first.run_id: True, second.run_id: False}
+    assert "in a reused worker: 1" in lines[1] and "1 of 2 runs found there" in lines[-1]
+    assert f"sum of run wall times {frame.wall_time_s.sum():.0f} s" in lines[1]
+    with pytest.raises(UserError, match="not a directory"):
+        grid_timing.read_runs(tmp_path / "missing")

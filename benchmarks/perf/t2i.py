@@ -21,6 +21,11 @@ trial runs):
                 without the settings, alternating, fastest of the rounds; and the cost of diffusers'
                 `unet.dtype` against `core.compute_dtype` (one call per UNet pass).
                 `b2fb perf --suite t2i --part bench_process` measures this part alone.
+  worker_reuse  what reusing Ray workers saves (orchestrate's reuse_workers): DDPO, the control and
+                B²-DiffuRL on one prompt set, shortened to 2 epochs / 1 stage, one trial at a time through
+                `run_trials`, with one reused worker and with a fresh worker per trial, alternating; the
+                bench's wall time, each trial's, and whether both give the same results (sha256).
+                `b2fb perf --suite t2i --part worker_reuse` measures this part alone.
 """
 from __future__ import annotations
 
@@ -301,7 +306,45 @@ def measure_bench_process(seconds: float) -> dict:
     return out
 
 
-PARTS = {"bench_process": measure_bench_process}
+def measure_worker_reuse(seconds: float) -> dict:
+    """The `worker_reuse` part (module doc)."""
+    import json
+
+    from benchmarks.config import load_experiment
+    from benchmarks.orchestrate import run_trials
+    from benchmarks.results import run_dir
+
+    shorter = [f"{a}.{k}={v}" for a in ("ddpo", "ddpo_shuffled") for k, v in (("num_epochs", 2), ("eval_every", 2))]
+    shorter += ["b2diffurl.num_stages=1", "b2diffurl.eval_every=1"]
+    trials = load_experiment("t2i", "cpu", overrides=shorter, seeds=1, tasks=["t2i/shapes-spatial-v0"]).trials()
+    runs: dict[str, list[dict]] = {"reused_worker": [], "fresh_workers": []}
+    for _ in range(max(2, int(seconds // 120))):
+        for name, reuse in (("reused_worker", True), ("fresh_workers", False)):
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                run_trials(trials, Path(tmp) / "results", Path(tmp) / "ray", max_concurrent=1,
+                           experiment_name="perf-worker-reuse", show_progress=False, reuse_workers=reuse)
+                wall = time.perf_counter() - t0
+                manifests = [json.loads((run_dir(Path(tmp) / "results", t) / "manifest.json").read_text())
+                             for t in trials]
+            runs[name].append({"bench_seconds": wall, "trials": {m["algorithm"]: m["wall_time_s"] for m in manifests},
+                               "sha256": [m["result_sha256"] for m in manifests]})
+    fastest = {name: min(rows, key=lambda r: r["bench_seconds"]) for name, rows in runs.items()}
+    reused, fresh = fastest["reused_worker"], fastest["fresh_workers"]
+    return {"threads": 1, "trials_in_sequence": [t.algorithm for t in trials], "rounds": len(runs["reused_worker"]),
+            "bench_seconds_all_rounds": {name: [round(r["bench_seconds"], 1) for r in rows]
+                                         for name, rows in runs.items()},
+            "fastest_bench_seconds": {"reused_worker": round(reused["bench_seconds"], 1),
+                                      "fresh_workers": round(fresh["bench_seconds"], 1),
+                                      "ratio_reused_over_fresh": round(reused["bench_seconds"] / fresh["bench_seconds"], 3)},
+            "saved_seconds_per_later_trial": round((fresh["bench_seconds"] - reused["bench_seconds"])
+                                                   / (len(trials) - 1), 1),
+            "trial_wall_seconds_in_fastest": {"reused_worker": reused["trials"], "fresh_workers": fresh["trials"]},
+            "same_results": all(r["sha256"] == runs["reused_worker"][0]["sha256"]
+                                for rows in runs.values() for r in rows)}
+
+
+PARTS = {"bench_process": measure_bench_process, "worker_reuse": measure_worker_reuse}
 
 
 def measure(seconds: float) -> dict:
@@ -319,6 +362,7 @@ def measure(seconds: float) -> dict:
     out["epoch"] = measure_epoch(task, cfg, epochs=3)
     out["b2_stage"] = measure_b2_stage(model, cfg, repeats)
     out["bench_process"] = measure_bench_process(seconds)
+    out["worker_reuse"] = measure_worker_reuse(seconds)
     out["targets"] = {"logprob_sampling_cost_ratio_max": 1.10, "epoch_over_unet_max": 1.25,
                       "b2_stage_sampling_over_unet_max": 1.10}
     return out
