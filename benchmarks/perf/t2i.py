@@ -318,11 +318,13 @@ def measure_worker_reuse(seconds: float) -> dict:
     shorter += ["b2diffurl.num_stages=1", "b2diffurl.eval_every=1"]
     trials = load_experiment("t2i", "cpu", overrides=shorter, seeds=1, tasks=["t2i/shapes-spatial-v0"]).trials()
     runs: dict[str, list[dict]] = {"reused_worker": [], "fresh_workers": []}
+    # one Ray directory for every round: a local Ray's token file is made there once per process
+    ray_dir = Path(tempfile.mkdtemp(prefix="b2fb-perf-ray-"))
     for _ in range(max(2, int(seconds // 120))):
         for name, reuse in (("reused_worker", True), ("fresh_workers", False)):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                run_trials(trials, Path(tmp) / "results", Path(tmp) / "ray", max_concurrent=1,
+                run_trials(trials, Path(tmp) / "results", ray_dir, max_concurrent=1,
                            experiment_name="perf-worker-reuse", show_progress=False, reuse_workers=reuse)
                 wall = time.perf_counter() - t0
                 manifests = [json.loads((run_dir(Path(tmp) / "results", t) / "manifest.json").read_text())
