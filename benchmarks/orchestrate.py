@@ -148,8 +148,7 @@ def start_ray(ray_dir: Path) -> None:
         raise UserError("a local Ray would listen on every network interface here "
                         "(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER is not 0 or RAY_ADDRESS changed after start-up); "
                         "unset RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER, or set RAY_ADDRESS to use a cluster")
-    if _auth_mode() == "token" and not _token_given():
-        os.environ["RAY_AUTH_TOKEN_PATH"] = str(local_token_file(ray_dir))
+    _use_local_token(ray_dir)
     ray.init(num_cpus=os.cpu_count(), _node_ip_address="127.0.0.1", **kwargs)
     _start_watchdog()
 
@@ -208,6 +207,19 @@ def _auth_mode() -> str:
 
 def _token_given() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
+
+
+_token_path_set_here: str | None = None   # the RAY_AUTH_TOKEN_PATH that _use_local_token set, if any
+
+
+def _use_local_token(ray_dir: Path) -> None:
+    """With token authentication and no token of the user's, point Ray at `<ray_dir>/auth_token`.  A path
+    this process set for an earlier local Ray (another Ray directory, perhaps deleted since) is replaced;
+    a user's RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is kept."""
+    global _token_path_set_here
+    ours = _token_path_set_here is not None and os.environ.get("RAY_AUTH_TOKEN_PATH") == _token_path_set_here
+    if _auth_mode() == "token" and (ours or not _token_given()):
+        _token_path_set_here = os.environ["RAY_AUTH_TOKEN_PATH"] = str(local_token_file(ray_dir))
 
 
 def local_token_file(ray_dir: Path) -> Path:

@@ -7,6 +7,7 @@ on loopback, token authentication on, the token file readable by the user alone.
 and only loopback is talked to; no other address is connected to."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import time
@@ -26,6 +27,25 @@ def _name(process: psutil.Process) -> str:
         return process.name()
     except psutil.Error:      # ended meanwhile
         return ""
+
+
+def test_a_second_local_ray_in_one_process_uses_its_own_token_file_and_a_users_token_is_kept(tmp_path, monkeypatch):
+    """run_trials twice in one process (`b2fb perf`'s worker_reuse) with two Ray directories: the token path
+    set for the first (since deleted) must not be handed to the second Ray, whose GCS would abort on it."""
+    from benchmarks import orchestrate
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    monkeypatch.setattr(orchestrate, "_token_path_set_here", None)
+    orchestrate._use_local_token(tmp_path / "first")
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "first" / "auth_token")
+    orchestrate._use_local_token(tmp_path / "second")
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "second" / "auth_token")
+    assert (tmp_path / "second" / "auth_token").stat().st_size
+    monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "mine"))
+    orchestrate._use_local_token(tmp_path / "third")
+    assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "mine") and not (tmp_path / "third").exists()
 
 
 def test_unauthenticated_listener_check_can_fail():

@@ -308,27 +308,22 @@ def measure_bench_process(seconds: float) -> dict:
 
 def measure_worker_reuse(seconds: float) -> dict:
     """The `worker_reuse` part (module doc)."""
-    import json
-
     from benchmarks.config import load_experiment
     from benchmarks.orchestrate import run_trials
-    from benchmarks.results import run_dir
+    from benchmarks.results import read_manifest, run_dir
 
     shorter = [f"{a}.{k}={v}" for a in ("ddpo", "ddpo_shuffled") for k, v in (("num_epochs", 2), ("eval_every", 2))]
     shorter += ["b2diffurl.num_stages=1", "b2diffurl.eval_every=1"]
     trials = load_experiment("t2i", "cpu", overrides=shorter, seeds=1, tasks=["t2i/shapes-spatial-v0"]).trials()
     runs: dict[str, list[dict]] = {"reused_worker": [], "fresh_workers": []}
-    # one Ray directory for every round: a local Ray's token file is made there once per process
-    ray_dir = Path(tempfile.mkdtemp(prefix="b2fb-perf-ray-"))
     for _ in range(max(2, int(seconds // 120))):
         for name, reuse in (("reused_worker", True), ("fresh_workers", False)):
             with tempfile.TemporaryDirectory() as tmp:
                 t0 = time.perf_counter()
-                run_trials(trials, Path(tmp) / "results", ray_dir, max_concurrent=1,
+                run_trials(trials, Path(tmp) / "results", Path(tmp) / "ray", max_concurrent=1,
                            experiment_name="perf-worker-reuse", show_progress=False, reuse_workers=reuse)
                 wall = time.perf_counter() - t0
-                manifests = [json.loads((run_dir(Path(tmp) / "results", t) / "manifest.json").read_text())
-                             for t in trials]
+                manifests = [read_manifest(run_dir(Path(tmp) / "results", t)) for t in trials]
             runs[name].append({"bench_seconds": wall, "trials": {m["algorithm"]: m["wall_time_s"] for m in manifests},
                                "sha256": [m["result_sha256"] for m in manifests]})
     fastest = {name: min(rows, key=lambda r: r["bench_seconds"]) for name, rows in runs.items()}
