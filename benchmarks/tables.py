@@ -649,11 +649,11 @@ T2I_METRICS = [  # (metric suffix, column title, digits)
 ]
 T2I_NAMES = {"ddpo": "DDPO", "ddpo_shuffled": "DDPO, shuffled advantages", "b2diffurl": "B²-DiffuRL",
              "b2diffurl_no_backward": "B²-DiffuRL, no backward", "b2diffurl_no_branch": "B²-DiffuRL, no branch",
-             "b2diffurl_neither": "B²-DiffuRL, neither"}
+             "b2diffurl_neither": "B²-DiffuRL, neither", "b2diffurl_positives_only": "B²-DiffuRL, β₋ = 0"}
 # The methods' order in the table's columns and in the side-by-side sample grids; any other method follows,
 # sorted by name.
 T2I_ORDER = ["ddpo", "b2diffurl", "b2diffurl_no_backward", "b2diffurl_no_branch", "b2diffurl_neither",
-             "ddpo_shuffled"]
+             "b2diffurl_positives_only", "ddpo_shuffled"]
 # method -> its no-signal control (ddpo_shuffled.py: the same loop with each epoch's advantages permuted).
 # Where both ran, the table adds '<method> − control', paired by seed: what the reward's signal bought at
 # equal movement of the policy.
@@ -663,9 +663,10 @@ T2I_CONTROLS = {"ddpo": "ddpo_shuffled"}
 # tables make is not known (t2i.md §4.3).
 T2I_REFERENCE = "ddpo"
 # ablation -> the full method it switches a part of: where both ran, '<ablation> − <method>' too, paired by
-# seed (what removing the part cost at the same settings and budget: B²-DiffuRL's ablation study).
+# seed (what removing the part cost at the same settings and budget: B²-DiffuRL's ablation study; the
+# β₋ = 0 diagnostic is read the same way).
 T2I_ABLATION_OF = {"b2diffurl_no_backward": "b2diffurl", "b2diffurl_no_branch": "b2diffurl",
-                   "b2diffurl_neither": "b2diffurl"}
+                   "b2diffurl_neither": "b2diffurl", "b2diffurl_positives_only": "b2diffurl"}
 
 
 def _t2i_order(algos) -> list[str]:

@@ -268,6 +268,26 @@ def test_ablations_keep_the_queries_and_switch_branches_and_intervals():
     assert stages[2]["budget/sampling_unet_evals"] == 2 * 6 * 2 * 4 and stages[2]["budget/reward_queries"] == 24
 
 
+def test_beta_minus_zero_trains_nothing_from_the_negatives():
+    """b2diffurl_positives_only (the β₋ = 0 diagnostic): with a positive threshold no sample reaches, only
+    negatives are selected; they are trained (micro-steps, optimizer steps) but move no LoRA weight, while
+    β₋ = 1 on the same samples does.  Weight decay 0, so that an optimizer step without gradient is a no-op."""
+    from algorithms import registry
+
+    assert dict(registry.get("b2diffurl_positives_only").defaults) == {"neg_weight": 0.0}
+    cfg = b2diffurl.Config(**{**TINY, "num_stages": 1, "pos_threshold": 100.0, "adam_weight_decay": 0.0})
+    initial = core.lora_state_dict(core.load_policy(_task(), cfg.lora_rank, 0, "cpu")[0].unet)
+    moved = {}
+    for neg_weight in (0.0, 1.0):
+        writer = CheckpointLog()
+        b2diffurl.run(_task(), dataclasses.replace(cfg, neg_weight=neg_weight), writer)
+        stage = _train_rows(writer)[1]
+        assert stage["selected_positive"] == 0 and stage["selected_negative"] > 0 and stage["optimizer_updates"] > 0
+        lora = writer.checkpoints[1]["lora"]
+        moved[neg_weight] = max(float((lora[n] - initial[n]).abs().max()) for n in initial)
+    assert moved[0.0] == 0.0 and moved[1.0] > 0.0
+
+
 def test_a_step_on_the_leftover_group_is_a_named_option():
     cfg = b2diffurl.Config(**{**TINY, "num_stages": 2, "drop_leftover_accumulation": False})
     writer = MemoryWriter()

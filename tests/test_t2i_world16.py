@@ -179,3 +179,21 @@ def test_the_ablation_grid_matches_the_main_16_grid_but_for_the_switches():
     assert abl.seeds == main.seeds == [0, 1, 2] and len(abl.trials()) == 24
     shared = {t.run_id for t in abl.trials() if t.algorithm in ("ddpo", "b2diffurl")}
     assert len(shared) == 12 and shared <= {t.run_id for t in main.trials()}   # copies of the main grid's runs
+
+
+def test_the_negatives_grid_matches_the_main_16_grid_but_for_beta_minus():
+    """t2i_shapes16_negatives.yaml runs B²-DiffuRL with β₋ = 0 on the main grid's attribute set, with the same
+    task settings, seeds and B²-DiffuRL config, beside copies of the main grid's B²-DiffuRL runs."""
+    from benchmarks.config import load_experiment
+
+    configs = Path(__file__).resolve().parents[1] / "benchmarks" / "configs"
+    main = load_experiment("t2i", "cpu")
+    neg = load_experiment("t2i", "cpu", configs / "t2i_shapes16_negatives.yaml")
+    b2 = main.algorithms["b2diffurl"]
+    assert set(neg.algorithms) == {"b2diffurl_positives_only", "b2diffurl"} and neg.algorithms["b2diffurl"] == b2
+    assert b2.neg_weight == 1.0 and neg.algorithms["b2diffurl_positives_only"] == dataclasses.replace(b2, neg_weight=0.0)
+    assert [t for t, _ in neg.tasks] == ["t2i/shapes-attribute-v0"]
+    assert dict(neg.tasks)["t2i/shapes-attribute-v0"] == dict(main.tasks)["t2i/shapes-attribute-v0"]
+    assert neg.seeds == main.seeds == [0, 1, 2] and len(neg.trials()) == 6
+    shared = {t.run_id for t in neg.trials() if t.algorithm == "b2diffurl"}
+    assert len(shared) == 3 and shared <= {t.run_id for t in main.trials()}   # copies of the main grid's runs
