@@ -209,22 +209,30 @@ def _token_given() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"))
 
 
-_token_path_set_here: str | None = None   # the RAY_AUTH_TOKEN_PATH that _use_local_token set, if any
+_token_set_here: tuple[str, str] | None = None   # (RAY_AUTH_TOKEN_PATH, token) that _use_local_token set, if any
 
 
 def _use_local_token(ray_dir: Path) -> None:
-    """With token authentication and no token of the user's, point Ray at `<ray_dir>/auth_token`.  A path
-    this process set for an earlier local Ray (another Ray directory, perhaps deleted since) is replaced;
-    a user's RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is kept."""
-    global _token_path_set_here
-    ours = _token_path_set_here is not None and os.environ.get("RAY_AUTH_TOKEN_PATH") == _token_path_set_here
-    if _auth_mode() == "token" and (ours or not _token_given()):
-        _token_path_set_here = os.environ["RAY_AUTH_TOKEN_PATH"] = str(local_token_file(ray_dir))
+    """With token authentication and no token of the user's, point Ray at `<ray_dir>/auth_token`.  A user's
+    RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH is kept.
+
+    A second local Ray in one process (`b2fb perf`'s worker_reuse runs one per round) gets its own
+    directory's file, since the earlier directory may be deleted, but that file holds the token this process
+    used first: Ray's driver caches the first token it reads for the life of the process (its
+    AuthenticationTokenLoader), so a new Ray started with another token fails with InvalidAuthToken."""
+    global _token_set_here
+    ours = _token_set_here is not None and os.environ.get("RAY_AUTH_TOKEN_PATH") == _token_set_here[0]
+    if _auth_mode() != "token" or (_token_given() and not ours):
+        return
+    path = local_token_file(ray_dir, token=_token_set_here[1] if ours else None)
+    _token_set_here = (str(path), path.read_text())
+    os.environ["RAY_AUTH_TOKEN_PATH"] = str(path)
 
 
-def local_token_file(ray_dir: Path) -> Path:
-    """`<ray_dir>/auth_token`: the local cluster's token, made on first use, readable by the user alone
-    (a file that others can read is made private again)."""
+def local_token_file(ray_dir: Path, token: str | None = None) -> Path:
+    """`<ray_dir>/auth_token`: the local cluster's token, readable by the user alone (a file that others can
+    read is made private again).  It holds `token` when one is given; otherwise an existing token is kept and
+    a new one is made on first use."""
     ray_dir = Path(ray_dir)
     ray_dir.mkdir(parents=True, exist_ok=True)
     path = ray_dir / "auth_token"
@@ -233,11 +241,11 @@ def local_token_file(ray_dir: Path) -> Path:
     except FileExistsError:
         if path.stat().st_mode & 0o077:
             os.chmod(path, 0o600)
-        if path.stat().st_size:
+        if path.stat().st_size and (token is None or path.read_text() == token):
             return path
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
+        f.write(secrets.token_hex(32) if token is None else token)
     return path
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import psutil
@@ -29,23 +30,55 @@ def _name(process: psutil.Process) -> str:
         return ""
 
 
-def test_a_second_local_ray_in_one_process_uses_its_own_token_file_and_a_users_token_is_kept(tmp_path, monkeypatch):
-    """run_trials twice in one process (`b2fb perf`'s worker_reuse) with two Ray directories: the token path
-    set for the first (since deleted) must not be handed to the second Ray, whose GCS would abort on it."""
+def test_a_second_local_ray_in_one_process_gets_its_own_file_with_the_first_token_and_a_users_is_kept(
+        tmp_path, monkeypatch):
+    """run_trials twice in one process (`b2fb perf`'s worker_reuse) with two Ray directories: the second Ray
+    gets its own token file (the first directory may be deleted) holding the first token (Ray's driver keeps
+    the token it read first); a user's token path is never replaced."""
     from benchmarks import orchestrate
 
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
-    monkeypatch.setattr(orchestrate, "_token_path_set_here", None)
+    monkeypatch.setattr(orchestrate, "_token_set_here", None)
     orchestrate._use_local_token(tmp_path / "first")
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "first" / "auth_token")
+    token = (tmp_path / "first" / "auth_token").read_text()
+    (tmp_path / "second").mkdir()
+    (tmp_path / "second" / "auth_token").write_text("a stale token from another process")
     orchestrate._use_local_token(tmp_path / "second")
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "second" / "auth_token")
-    assert (tmp_path / "second" / "auth_token").stat().st_size
+    assert (tmp_path / "second" / "auth_token").read_text() == token and len(token) == 64
+    assert (tmp_path / "second" / "auth_token").stat().st_mode & 0o077 == 0
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(tmp_path / "mine"))
     orchestrate._use_local_token(tmp_path / "third")
     assert os.environ["RAY_AUTH_TOKEN_PATH"] == str(tmp_path / "mine") and not (tmp_path / "third").exists()
+
+
+TWO_RAYS = """
+import shutil, sys
+from pathlib import Path
+from benchmarks import orchestrate   # first: it sets Ray's environment before Ray is imported
+import ray
+first, second = Path(sys.argv[1]), Path(sys.argv[2])
+for ray_dir in (first, second):
+    orchestrate.start_ray(ray_dir)
+    assert ray.get(ray.remote(lambda: 41 + 1).remote()) == 42
+    ray.shutdown()
+    orchestrate._stop_watchdog()
+    shutil.rmtree(first, ignore_errors=True)   # as perf's per-round temporary directory
+print("two local Rays ran")
+"""
+
+
+def test_two_local_rays_start_one_after_the_other_in_one_process(tmp_path):
+    """The real thing, in a fresh process with token authentication on: a local Ray, shut down, its directory
+    deleted, then another local Ray in another directory.  Before the fix the second failed to start
+    (InvalidAuthToken: the driver kept the first token while the new GCS read a new one)."""
+    done = subprocess.run([sys.executable, "-c", TWO_RAYS, str(tmp_path / "a"), str(tmp_path / "b")],
+                          cwd=fixtures.REPO, env=fixtures.cli_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "two local Rays ran" in done.stdout
 
 
 def test_unauthenticated_listener_check_can_fail():
