@@ -79,6 +79,19 @@ def test_a_method_on_other_noise_is_said_to_pair_by_seed_only(tmp_path, figures)
     assert "'B²-DiffuRL − DDPO': NOT the same noise" in table and "paired by seed only" in table
 
 
+@pytest.mark.parametrize("offset, same", [(1.3e-5, True), (-1.3e-5, True), (0.015, False), (-0.015, False)])
+def test_float_rounding_of_the_base_evaluation_is_still_the_same_noise(tmp_path, figures, offset, same):
+    """Base evaluations 1.3e-5 apart (the largest rounding difference seen between runs on the same noise)
+    are the same noise; 0.015 apart (the smallest distance seen between runs on other noise) are not."""
+    finals = {k: v for k, v in FINALS.items() if k[0] != "ddpo_shuffled"}
+    scalars = _scalars(finals)
+    scalars.loc[(scalars.algorithm == "b2diffurl") & (scalars.step == 0), "value"] += offset
+    tables.t2i_tables(scalars, tmp_path / "t", tmp_path / "f", missing=0, reps=100, seed=0)
+    table = (tmp_path / "t" / "t2i_alignment.md").read_text()
+    verdict = "the same noise" if same else "NOT the same noise"
+    assert f"'B²-DiffuRL − DDPO': {verdict}" in table
+
+
 def test_the_committed_t2i_paper_file_invents_no_value():
     """benchmarks/paper/t2i.yaml: the B²-DiffuRL paper's table values are unknown (t2i.md §4.4), so every
     value is null and no source is claimed."""
@@ -216,8 +229,12 @@ def test_side_by_side_grid_puts_every_method_on_the_same_noise_beside_the_base(t
     titles = [ax.get_title() for ax in fig.axes]
     columns = ("base model (before fine-tuning)", "DDPO, final (step 4)", "B²-DiffuRL, final (step 4)")
     assert titles == [f"{split} prompts: {t}" for split in ("TRAIN", "TEST") for t in columns]
-    assert "Left out" in fig._suptitle.get_text() and "B²-DiffuRL, neither" in fig._suptitle.get_text()
+    suptitle = " ".join(fig._suptitle.get_text().split())                  # wrapped to the figure's width
+    assert "Left out" in suptitle and "B²-DiffuRL, neither" in suptitle
     assert fig.get_size_inches()[0] == pytest.approx(tables.t2i_samples_width(3))
+    fig.canvas.draw()
+    extent = fig._suptitle.get_window_extent()
+    assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width                  # the title is not cut off
     shown = fig.axes[1].get_images()[0].get_array()                 # DDPO's train block: its final images
     cells = tables._grid_cells(grid(2), 3, per)
     assert np.array_equal(np.asarray(shown), tables._compose(cells[:2]))
