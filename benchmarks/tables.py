@@ -788,14 +788,16 @@ def _t2i_difference(
 # least 0.015 (each of the 228 pairs of committed 16 x 16 and 32 x 32 runs of one set with another seed or
 # grid).  1e-3 lies between the two, 77x above the one and 15x below the other.
 T2I_SAME_NOISE_ATOL = 1e-3
+_UNIT_SCALE_METRICS = ("clipscore", "oracle", "oracle_binary", "diversity_clip_cosine", "diversity_pixel_rms")
 
 
 def _t2i_same_noise(base: pd.DataFrame, algo: str, reference: str) -> bool | None:
     """Whether seed k of two methods was evaluated on the same noise, read off their base evaluations: the
     base model (LoRA at zero) is the same network in every run, so the same noise gives the same images and
-    the same step-0 metrics, up to float rounding (`T2I_SAME_NOISE_ATOL`).  None when they share no (prompt
-    set, seed)."""
+    the same step-0 metrics, up to float rounding (`T2I_SAME_NOISE_ATOL`; read on the metrics of unit scale,
+    not on a JPEG size in kB).  None when they share no (prompt set, seed)."""
     keys = ["task_id", "seed", "metric"]
+    base = base[base.metric.str.rsplit("/", n=1).str[-1].isin(_UNIT_SCALE_METRICS)]
     a = base[base.algorithm == algo].groupby(keys).value.mean()
     b = base[base.algorithm == reference].groupby(keys).value.mean()
     shared = a.index.intersection(b.index)

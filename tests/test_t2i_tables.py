@@ -92,6 +92,17 @@ def test_float_rounding_of_the_base_evaluation_is_still_the_same_noise(tmp_path,
     assert f"'B²-DiffuRL − DDPO': {verdict}" in table
 
 
+def test_the_same_noise_is_read_on_unit_scale_metrics_not_on_a_jpeg_size(tmp_path, figures):
+    """A JPEG size in kB can move by a byte (0.001 kB) with float rounding; the same-noise check reads the unit-
+    scale metrics (clipscore, oracle, diversity) only."""
+    finals = {k: v for k, v in FINALS.items() if k[0] != "ddpo_shuffled"}
+    scalars = _scalars(finals)
+    jpeg = scalars[scalars.step == 0].assign(metric="train/jpeg_compressibility", value=-3.0)
+    jpeg.loc[jpeg.algorithm == "b2diffurl", "value"] = -3.002
+    tables.t2i_tables(pd.concat([scalars, jpeg]), tmp_path / "t", tmp_path / "f", missing=0, reps=100, seed=0)
+    assert "'B²-DiffuRL − DDPO': the same noise" in (tmp_path / "t" / "t2i_alignment.md").read_text()
+
+
 def test_the_committed_t2i_paper_file_invents_no_value():
     """benchmarks/paper/t2i.yaml: the B²-DiffuRL paper's table values are unknown (t2i.md §4.4), so every
     value is null and no source is claimed."""
