@@ -154,7 +154,8 @@ def all_specs() -> tuple[TaskSpec, ...]:
 
 # ---- per-trial process state ------------------------------------------------------------------------
 # The orchestrator reuses a Ray worker for trial after trial (it saves each later trial its imports of torch
-# and diffusers and Ray's actor start-up: 7.8-11.4 s in `make perf SUITE=t2i`'s worker_reuse).  A trial must still see what a fresh process would: module-level state that a trial
+# and diffusers and Ray's actor start-up: 7.8-11.4 s in `make perf SUITE=t2i`'s worker_reuse).  A trial must
+# still see what a fresh process would: module-level state that a trial
 # fills (a cache whose entries, or size, depend on the trials before) is reset before each trial by a function
 # registered here.  Pure memo caches (same input, same bits, bounded) need not be.
 _TRIAL_RESETS: list[Callable[[], None]] = []
